@@ -1,0 +1,57 @@
+"""Contrastive training of an open_clip model on image-caption pairs, with open_clip's
+own CLIP loss. This is how the offline default backbone (`pretrained: world`) is made;
+for real backbones the weights come from their authors instead."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+from tqdm import tqdm
+
+
+def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, *, steps: int, batch_size: int,
+               lr: float, weight_decay: float, seed: int) -> list[float]:
+    """images [N, 3, H, W] preprocessed; tokens [N, K, C]: K captions of each image, one drawn per step."""
+    torch.manual_seed(seed)
+    gen = np.random.default_rng(seed)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay: CLIP's schedule
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    loss_fn = ClipLoss()
+    losses = []
+    bar = tqdm(range(steps), desc="backbone contrastive training", unit="step")
+    for _ in bar:
+        idx = torch.from_numpy(gen.choice(len(images), size=batch_size, replace=False))
+        pick = torch.from_numpy(gen.integers(tokens.shape[1], size=batch_size))
+        image_features, text_features, logit_scale = model(images[idx], tokens[idx, pick])[:3]
+        loss = loss_fn(image_features, text_features, logit_scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor, same: torch.Tensor,
+                     ks=(1, 5)) -> dict[str, float]:
+    """Zero-shot image<->text retrieval in percent. `same[i, j]` marks text j as a correct
+    answer for image i (several images can share one description)."""
+    sim = F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
+    out = {}
+    for name, s, rel in (("image_to_text", sim, same), ("text_to_image", sim.T, same.T)):
+        order = s.argsort(dim=1, descending=True)
+        hits = torch.gather(rel, 1, order)
+        for k in ks:
+            out[f"{name}_R@{k}"] = 100.0 * hits[:, :k].any(dim=1).float().mean().item()
+    return out

@@ -1,0 +1,6 @@
+"""The error type for bad input and bad params: stages print its message and exit 1,
+never a traceback (pipeline/stage.py)."""
+
+
+class PipelineError(ValueError):
+    pass

@@ -1,0 +1,78 @@
+"""Gallery images -> embeddings -> a FAISS index on disk.
+
+Embeddings depend on the backbone and the images only, never on phi, so the embed
+stage is re-used by every `dvc exp run` that changes training.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from pipeline.benchmarks import ImageSource, open_image
+from pipeline.registry import Registry
+
+INDEX = Registry("faiss index type")
+INDEX.register("flat")(lambda d, n: "Flat")  # exact; the default
+INDEX.register("hnsw")(lambda d, n: "HNSW32")  # approximate, for galleries of millions
+INDEX.register("ivf")(lambda d, n: f"IVF{max(1, min(4096, int(4 * np.sqrt(n))))},Flat")
+
+
+class _Images(Dataset):
+    def __init__(self, sources: list[ImageSource], preprocess):
+        self.sources, self.preprocess = sources, preprocess
+
+    def __len__(self):
+        return len(self.sources)
+
+    def __getitem__(self, i):
+        return self.preprocess(open_image(self.sources[i]).convert("RGB"))
+
+
+@torch.no_grad()
+def embed_images(model: torch.nn.Module, preprocess, sources: list[ImageSource], *, batch_size: int,
+                 num_workers: int, device: str) -> np.ndarray:
+    """Unnormalised image latents [N, d] float32 (phi takes them unnormalised, as in training)."""
+    loader = DataLoader(_Images(sources, preprocess), batch_size=batch_size, num_workers=num_workers,
+                        pin_memory=device == "cuda")
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    out = []
+    for images in tqdm(loader, desc="embedding images", unit="batch"):
+        with torch.autocast(device, dtype=dtype, enabled=device == "cuda"):
+            out.append(model.encode_image(images.to(device)).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def build_index(features: np.ndarray, ids: np.ndarray, kind: str) -> faiss.Index:
+    """Inner-product index over normalised features (= cosine similarity), ids = row numbers."""
+    d = features.shape[1]
+    index = faiss.IndexIDMap(faiss.index_factory(d, INDEX.get(kind)(d, len(ids)), faiss.METRIC_INNER_PRODUCT))
+    x = normalise(features[ids]).astype(np.float32)
+    if not index.is_trained:
+        index.train(x)
+    index.add_with_ids(x, ids.astype(np.int64))
+    return index
+
+
+def save(out: Path, names: list[str], features: np.ndarray, indexes: dict[str, faiss.Index]) -> None:
+    """`indexes`: one per gallery, keyed by group ("" = the benchmark's one gallery)."""
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "features.npy", features)
+    (out / "names.json").write_text(json.dumps({"images": names, "galleries": sorted(indexes)}))
+    for group, index in indexes.items():
+        faiss.write_index(index, str(out / f"gallery{'-' + group if group else ''}.faiss"))
+
+
+def load(out: Path) -> tuple[list[str], np.ndarray, dict[str, faiss.Index]]:
+    meta = json.loads((out / "names.json").read_text())
+    indexes = {g: faiss.read_index(str(out / f"gallery{'-' + g if g else ''}.faiss")) for g in meta["galleries"]}
+    return meta["images"], np.load(out / "features.npy"), indexes

@@ -1,0 +1,108 @@
+"""Composed queries -> query features -> rankings of a benchmark's images.
+
+Every method of answering a query is one entry of METHODS: LinCIR itself (the pseudo-token
+`a photo of $ that {condition}`, `$` = phi(reference image latent)) and the zero-shot
+baselines that every run reports next to it (phi with random initialisation, text only,
+reference image only, and the normalised average of the two).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.benchmarks.base import Benchmark, Query
+from pipeline.gallery import normalise
+from pipeline.registry import Registry
+from pipeline.text_encoder import TextTower, encode
+
+METHODS = Registry("retrieval method")
+
+
+@dataclass
+class QueryContext:
+    tower: TextTower
+    tokenizer: object
+    latents: np.ndarray  # unnormalised image latents of every benchmark image, rows as in `row`
+    row: dict[str, int]
+    template: str  # e.g. "a photo of $ that {}"
+    phis: dict[str, torch.nn.Module]  # "trained", "random"
+    normalize_image_latent: bool = False  # the official code's --l2_normalize; off as in training
+    device: str = "cpu"
+    batch_size: int = 256
+
+
+def _per_caption(queries: list[Query]) -> tuple[list[str], np.ndarray]:
+    """Flattens every query's captions; `owner[i]` is the query of caption i."""
+    texts = [c for q in queries for c in q.captions]
+    owner = np.repeat(np.arange(len(queries)), [len(q.captions) for q in queries])
+    return texts, owner
+
+
+def _mean_by_owner(features: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    """Averages the normalised features of each query's captions (FashionIQ's two orders)."""
+    out = np.zeros((n, features.shape[1]), np.float32)
+    np.add.at(out, owner, normalise(features))
+    return normalise(out)
+
+
+@torch.no_grad()
+def _encode_texts(ctx: QueryContext, texts: list[str], pseudo: torch.Tensor | None = None) -> np.ndarray:
+    out = []
+    for i in range(0, len(texts), ctx.batch_size):
+        ids = ctx.tokenizer(texts[i:i + ctx.batch_size]).to(ctx.device)
+        p = None if pseudo is None else pseudo[i:i + ctx.batch_size]
+        out.append(encode(ctx.tower, ids, p).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def _reference_latents(ctx: QueryContext, queries: list[Query]) -> np.ndarray:
+    return ctx.latents[[ctx.row[q.reference] for q in queries]]
+
+
+@torch.no_grad()
+def pseudo_token_queries(ctx: QueryContext, queries: list[Query], phi: torch.nn.Module) -> np.ndarray:
+    texts, owner = _per_caption(queries)
+    z = torch.from_numpy(_reference_latents(ctx, queries)[owner]).to(ctx.device)
+    if ctx.normalize_image_latent:
+        z = F.normalize(z, dim=-1)
+    pseudo = phi(z)
+    prompts = [ctx.template.format(t) for t in texts]
+    return _mean_by_owner(_encode_texts(ctx, prompts, pseudo), owner, len(queries))
+
+
+def text_queries(ctx: QueryContext, queries: list[Query]) -> np.ndarray:
+    texts, owner = _per_caption(queries)
+    return _mean_by_owner(_encode_texts(ctx, texts), owner, len(queries))
+
+
+METHODS.register("lincir")(lambda ctx, queries: pseudo_token_queries(ctx, queries, ctx.phis["trained"]))
+METHODS.register("phi_random")(lambda ctx, queries: pseudo_token_queries(ctx, queries, ctx.phis["random"]))
+METHODS.register("text_only")(text_queries)
+METHODS.register("image_only")(lambda ctx, queries: normalise(_reference_latents(ctx, queries)))
+METHODS.register("image_text_average")(
+    lambda ctx, queries: normalise(normalise(_reference_latents(ctx, queries)) + text_queries(ctx, queries)))
+
+
+def rank(bench: Benchmark, query_features: np.ndarray, indexes: dict, names: list[str], latents: np.ndarray,
+         ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Top-`depth` names of each query's gallery (reference removed where the benchmark says
+    so), and each query's own candidate set fully ranked."""
+    rankings, candidate_rankings = {}, {}
+    groups = np.array([q.group if bench.galleries else "" for q in bench.queries])
+    for group, index in indexes.items():
+        rows = np.flatnonzero(groups == group)
+        k = min(bench.depth + int(bench.exclude_reference), index.ntotal)
+        _, found = index.search(query_features[rows].astype(np.float32), k)
+        for r, hits in zip(rows, found):
+            q = bench.queries[r]
+            ranked = [names[i] for i in hits if i >= 0 and not (bench.exclude_reference and names[i] == q.reference)]
+            rankings[q.id] = ranked[:bench.depth]
+    row_of = {n: i for i, n in enumerate(names)}
+    for q, f in zip(bench.queries, query_features):
+        if q.candidates:
+            sims = normalise(latents[[row_of[c] for c in q.candidates]]) @ f
+            candidate_rankings[q.id] = [q.candidates[i] for i in np.argsort(-sims, kind="stable")]
+    return rankings, candidate_rankings

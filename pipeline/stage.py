@@ -1,0 +1,41 @@
+"""What every stage script shares: params, the device, and errors as messages, not tracebacks."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.params import load_params
+
+
+def run(main: Callable[[dict], None]) -> None:
+    """Calls `main(params)`; a PipelineError becomes one clear message and exit code 1."""
+    try:
+        main(load_params())
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def write_json(path: Path, obj) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def benchmark(params: dict, name: str):
+    """The benchmark `name` of params.yaml's `benchmarks` list, read from its root."""
+    from pipeline.benchmarks import load_benchmark
+
+    if name not in params["benchmarks"]:
+        raise PipelineError(f"no benchmark named {name!r} in params.yaml; names: {', '.join(params['benchmarks'])}")
+    b = params["benchmarks"][name]
+    return load_benchmark(b["kind"], Path(b["root"]), b["split"], b.get("groups"))

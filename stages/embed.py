@@ -1,0 +1,37 @@
+"""DVC stage `embed@<benchmark>`: a benchmark's images -> unnormalised latents + FAISS index.
+
+Depends on the backbone and the images only, never on phi. Every image is checked
+(present, readable) before any model work, and all problems are reported at once.
+"""
+from pathlib import Path
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from pipeline import backbone as B
+from pipeline import gallery, stage
+from pipeline.benchmarks import check_images
+
+
+def main(params: dict) -> None:
+    name = sys.argv[1]
+    bench = stage.benchmark(params, name)
+    check_images(bench)
+    p = params["embed"]
+    device = stage.device()
+    backbone = B.load(Path("data/backbone/backbone.json"), device)
+    names = list(bench.images)
+    latents = gallery.embed_images(backbone.model, backbone.preprocess, [bench.images[n] for n in names],
+                                   batch_size=p["batch_size"], num_workers=p["num_workers"], device=device)
+    row = {n: i for i, n in enumerate(names)}
+    galleries = {"": bench.gallery} if bench.gallery else dict(bench.galleries)
+    indexes = {g: gallery.build_index(latents, np.array([row[n] for n in members]), p["index"])
+               for g, members in galleries.items() if members}
+    gallery.save(Path("data/embed") / name, names, latents, indexes)
+    print(f"embed {name}: {len(names)} images, {len(indexes)} index(es) of type {p['index']}")
+
+
+if __name__ == "__main__":
+    stage.run(main)

@@ -1,0 +1,54 @@
+"""DVC stage `evaluate@<benchmark>`: composed queries answered by LinCIR and by the
+zero-shot baselines, scored with the benchmark's official metrics.
+
+Writes metrics/evaluate/<benchmark>.json ({method: {metric: percent}}, DVC metrics) and
+plots/<benchmark>_queries.png (a few queries with LinCIR's top results).
+"""
+from pathlib import Path
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from pipeline import backbone as B
+from pipeline import gallery, stage
+from pipeline.phi import load_phi
+from pipeline.retrieval import METHODS, QueryContext, rank
+from pipeline.text_encoder import text_tower
+from pipeline.visualize import query_grid
+
+
+def main(params: dict) -> None:
+    name = sys.argv[1]
+    p = params["evaluate"]
+    for m in p["methods"]:
+        METHODS.get(m)  # an unknown method fails before any work
+    bench = stage.benchmark(params, name)
+    bench.require_targets()
+    device = stage.device()
+    backbone = B.load(Path("data/backbone/backbone.json"), device)
+    names, latents, indexes = gallery.load(Path("data/embed") / name)
+    ctx = QueryContext(tower=text_tower(backbone.model, backbone.tokenizer), tokenizer=backbone.tokenizer,
+                       latents=latents, row={n: i for i, n in enumerate(names)}, template=p["template"],
+                       phis={"trained": load_phi("data/train/phi.pt", device),
+                             "random": load_phi("data/train/phi_init.pt", device)},
+                       normalize_image_latent=p["normalize_image_latent"], device=device)
+    metrics, lincir_rankings = {}, None
+    for method in p["methods"]:
+        features = METHODS.get(method)(ctx, bench.queries)
+        rankings, candidate_rankings = rank(bench, features, indexes, names, latents)
+        metrics[method] = {**bench.score(rankings, candidate_rankings), **bench.breakdown(rankings, candidate_rankings)}
+        if method == "lincir":
+            lincir_rankings = rankings or candidate_rankings
+        print(f"{name} {method}: " + ", ".join(f"{k}={v:.2f}" for k, v in bench.score(rankings, candidate_rankings).items()))
+    stage.write_json(Path("metrics/evaluate") / f"{name}.json", metrics)
+    if lincir_rankings:
+        pick = np.random.default_rng(0).choice(len(bench.queries), size=min(p["grid_queries"], len(bench.queries)),
+                                               replace=False)
+        query_grid(bench, lincir_rankings, [bench.queries[i].id for i in pick], p["grid_top_k"],
+                   f"{name}: LinCIR", Path("plots") / f"{name}_queries.png")
+
+
+if __name__ == "__main__":
+    stage.run(main)

@@ -1,0 +1,22 @@
+"""DVC stage `world`: generates the synthetic world (params: world) into data/world/."""
+from pathlib import Path
+import shutil
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script by dvc
+
+from pipeline import stage
+from pipeline.world import WorldConfig, generate
+
+OUT = Path("data/world")
+
+
+def main(params: dict) -> None:
+    shutil.rmtree(OUT, ignore_errors=True)  # a stage's outs are rebuilt whole
+    counts = generate(WorldConfig(**params["world"]), OUT)
+    stage.write_json(Path("metrics/world.json"), counts)
+    print("world:", ", ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+if __name__ == "__main__":
+    stage.run(main)
