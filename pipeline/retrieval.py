@@ -106,3 +106,9 @@ def rank(bench: Benchmark, query_features: np.ndarray, indexes: dict, names: lis
             sims = normalise(latents[[row_of[c] for c in q.candidates]]) @ f
             candidate_rankings[q.id] = [q.candidates[i] for i in np.argsort(-sims, kind="stable")]
     return rankings, candidate_rankings
+
+
+def answer(bench: Benchmark, ctx: QueryContext, indexes: dict, names: list[str], method: str = "lincir",
+           ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Rankings of every query of `bench` by `method`: what evaluate scores and submit writes."""
+    return rank(bench, METHODS.get(method)(ctx, bench.queries), indexes, names, ctx.latents)

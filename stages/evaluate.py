@@ -14,7 +14,7 @@ import numpy as np
 from pipeline import backbone as B
 from pipeline import gallery, stage
 from pipeline.phi import load_phi
-from pipeline.retrieval import METHODS, QueryContext, rank
+from pipeline.retrieval import METHODS, QueryContext, answer
 from pipeline.text_encoder import text_tower
 from pipeline.visualize import query_grid
 
@@ -36,8 +36,7 @@ def main(params: dict) -> None:
                        normalize_image_latent=p["normalize_image_latent"], device=device)
     metrics, lincir_rankings = {}, None
     for method in p["methods"]:
-        features = METHODS.get(method)(ctx, bench.queries)
-        rankings, candidate_rankings = rank(bench, features, indexes, names, latents)
+        rankings, candidate_rankings = answer(bench, ctx, indexes, names, method)
         metrics[method] = {**bench.score(rankings, candidate_rankings), **bench.breakdown(rankings, candidate_rankings)}
         if method == "lincir":
             lincir_rankings = rankings or candidate_rankings

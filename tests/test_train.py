@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import torch
+
+from pipeline import backbone as B
+from pipeline.errors import PipelineError
+from pipeline.phi import PHI, build_phi, load_phi, save_phi
+from pipeline.text_encoder import text_tower
+from pipeline.train import TrainConfig, batch_indices, train_phi
+
+CAPTIONS = ["a small red circle on the left", "a big blue star on a black background", "a tiny green cross",
+            "a yellow square that is large", "an orange triangle in the middle", "a purple box on gray"] * 6
+MASKED = ["$ on $", "$ on $", "$", "$ that is $", "$ in $", "$ on $"] * 6
+
+
+@pytest.fixture(scope="module")
+def tower():
+    torch.manual_seed(0)
+    b = B.freeze(B.create("lincir-world", None))
+    return text_tower(b.model, b.tokenizer), B.embed_dim(b), b.tokenizer
+
+
+def arrays(tokenizer):
+    return tokenizer(CAPTIONS).numpy().astype(np.uint16), tokenizer(MASKED).numpy().astype(np.uint16)
+
+
+def params_of(phi):
+    return torch.cat([p.detach().flatten() for p in phi.parameters()])
+
+
+def test_phi_variants_have_the_paper_shapes():
+    phi = build_phi("paper", 128, 96, 0.5)
+    assert isinstance(phi[0], torch.nn.LayerNorm) and isinstance(phi[-1], torch.nn.LayerNorm)
+    linears = [m for m in phi if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(128, 512), (512, 512), (512, 96)]
+    official = build_phi("official", 128, 96, 0.5)
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in official)
+    assert sorted(PHI.names()) == ["official", "paper"]
+
+
+def test_batches_cover_each_epoch_without_repeats():
+    seen = np.concatenate([batch_indices(36, 6, seed=0, step=s) for s in range(6)])
+    assert sorted(seen) == list(range(36))
+    assert not np.array_equal(batch_indices(36, 6, 0, 0), batch_indices(36, 6, 0, 6))  # reshuffled next epoch
+
+
+def test_training_lowers_the_smp_loss(tower, tmp_path):
+    t, d, tok = tower
+    ids, masked = arrays(tok)
+    losses = []
+    cfg = TrainConfig(steps=30, batch_size=12, lr=1e-3, dropout=0.0, checkpoint_every=100)
+    train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / "c.pt", log=lambda s, l: losses.append(l))
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_a_killed_run_resumes_exactly(tower, tmp_path):
+    t, d, tok = tower
+    ids, masked = arrays(tok)
+    cfg = TrainConfig(steps=8, batch_size=12, lr=1e-3, checkpoint_every=3)
+    straight_losses, resumed_losses = [], []
+    straight = train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / "a.pt",
+                         log=lambda s, l: straight_losses.append(l))
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_5(step, loss):
+        resumed_losses.append(loss)
+        if step == 4:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / "b.pt", log=kill_at_5)
+    del resumed_losses[3:]  # steps 3, 4 ran after the last checkpoint (step 3) and are redone
+    resumed = train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / "b.pt",
+                        log=lambda s, l: resumed_losses.append(l))
+    assert torch.allclose(params_of(straight), params_of(resumed), atol=1e-6)
+    assert np.allclose(straight_losses, resumed_losses, atol=1e-6)
+
+
+def test_cached_targets_give_the_same_loss_curve(tower, tmp_path):
+    t, d, tok = tower
+    ids, masked = arrays(tok)
+    curves = []
+    for cache in (True, False):
+        losses = []
+        cfg = TrainConfig(steps=5, batch_size=12, lr=1e-3, cache_targets=cache, checkpoint_every=100)
+        train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / f"{cache}.pt",
+                  log=lambda s, l: losses.append(l))
+        curves.append(losses)
+    assert np.allclose(curves[0], curves[1], rtol=1e-4, atol=1e-6)
+
+
+def test_unknown_noise_or_variant_fails_before_any_work(tower, tmp_path):
+    t, d, tok = tower
+    ids, masked = arrays(tok)
+    with pytest.raises(PipelineError, match="valid names"):
+        train_phi(t, d, ids, masked, TrainConfig(noise="foo"), device="cpu", checkpoint=tmp_path / "x.pt")
+    with pytest.raises(PipelineError, match="official, paper"):
+        TrainConfig(phi_variant="mine").check()
+
+
+def test_phi_checkpoint_round_trip(tmp_path):
+    phi = build_phi("official", 16, 8, 0.1)
+    config = {"variant": "official", "embed_dim": 16, "token_width": 8, "dropout": 0.1}
+    save_phi(phi, config, tmp_path / "phi.pt")
+    again = load_phi(tmp_path / "phi.pt")
+    assert torch.equal(params_of(phi), params_of(again))

@@ -1,0 +1,86 @@
+import json
+from collections import Counter
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.world import WorldConfig, generate
+from pipeline.world.attributes import FIELDS, Thing
+from pipeline.world.captions import caption, condition
+
+SMALL = WorldConfig(seed=3, train_images=40, heldout_images=10, gallery_images=150, corpus_captions=300,
+                    circo_queries=25, cirr_queries=15)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    return out, generate(SMALL, out)
+
+
+def test_circo_ground_truth_is_complete(world):
+    """Brute force: every gallery image whose attributes equal the target's is a ground truth, and no other."""
+    out, _ = world
+    gallery = pl.read_parquet(out / "gallery.parquet")
+    things = {row["coco_id"]: Thing(*(row[f] for f in FIELDS)) for row in gallery.iter_rows(named=True)}
+    queries = json.loads((out / "benchmarks/circo/annotations/val.json").read_text())
+    assert len(queries) == SMALL.circo_queries
+    for q in queries:
+        target = things[q["target_img_id"]]
+        expected = sorted(i for i, t in things.items() if t == target)
+        assert q["gt_img_ids"] == expected
+        ref = things[q["reference_img_id"]]
+        assert 1 <= sum(a != b for a, b in zip(ref, target)) <= 2
+        assert sorted(q["semantic_aspects"]) == sorted(f for f in FIELDS if getattr(ref, f) != getattr(target, f))
+
+
+def test_cirr_target_is_the_only_match_and_group_is_well_formed(world):
+    out, _ = world
+    gallery = pl.read_parquet(out / "gallery.parquet")
+    things = {row["cirr_name"]: Thing(*(row[f] for f in FIELDS)) for row in gallery.iter_rows(named=True)}
+    split = json.loads((out / "benchmarks/cirr/cirr/image_splits/split.rc2.val.json").read_text())
+    assert set(split) == set(things)
+    for q in json.loads((out / "benchmarks/cirr/cirr/captions/cap.rc2.val.json").read_text()):
+        members = q["img_set"]["members"]
+        assert len(set(members)) == 6 and q["reference"] in members and q["target_hard"] in members
+        matches = [n for n, t in things.items() if t == things[q["target_hard"]]]
+        assert matches == [q["target_hard"]]
+        assert (out / "benchmarks/cirr" / split[q["reference"]]).is_file()
+
+
+def test_world_is_deterministic(tmp_path):
+    cfg = WorldConfig(seed=1, train_images=5, heldout_images=2, gallery_images=30, corpus_captions=20,
+                      circo_queries=3, cirr_queries=2)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert generate(cfg, a) == generate(cfg, b)
+    for rel in ["corpus.txt", "benchmarks/circo/annotations/val.json", "images/train/000003.png"]:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes()
+
+
+def test_corpus_has_combinations_never_rendered(world):
+    out, counts = world
+    assert counts["unseen_combinations"] == 72
+    pairs = pl.read_parquet(out / "pairs.parquet")
+    assert pairs.height == SMALL.train_images + SMALL.heldout_images
+    assert all(len(c) == SMALL.captions_per_image for c in pairs["captions"])
+
+
+def test_captions_name_every_attribute_in_varied_wording():
+    rng = np.random.default_rng(0)
+    t = Thing("star", "blue", "large", "left", "black")
+    texts = [caption(t, rng) for _ in range(200)]
+    assert len(set(texts)) > 50
+    for text in texts:
+        assert "blue" in text and "star" in text and "black" in text and "left" in text
+    assert Counter(text.startswith("a photo of") for text in texts)[True] > 5
+
+
+def test_condition_names_the_changed_attributes_only():
+    rng = np.random.default_rng(0)
+    ref = Thing("star", "blue", "large", "left", "black")
+    assert "red" in condition(ref, ref._replace(colour="red"), rng)
+    both = condition(ref, ref._replace(colour="red", background="white"), rng)
+    assert "red" in both and "white" in both and "star" not in both.replace("same shape", "")
+    with pytest.raises(ValueError):
+        condition(ref, ref, rng)
