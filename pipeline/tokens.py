@@ -1,0 +1,218 @@
+"""Token ids of every caption and of its masked version: what training φ reads.
+
+Written to one folder (`data/tokens/`), row i = caption id i of the ingest table:
+    ids.npy      uint16 [N, C]  the caption, open_clip layout: SOT ... EOT, then 0 padding
+    masked.npy   uint16 [N, C]  the same with each masked span as ONE placeholder token
+    lengths.npy  uint8 [N, 2]   (int16 where C > 255) tokens incl. SOT and EOT of ids, masked
+    meta.json    placeholder/SOT/EOT ids, context length, model, strategy, counts
+C is the tokenizer's context length. Token 0 is a real token (`!`), so a row's end is its
+EOT (`lengths`), never its first 0.
+
+Captions longer than C are truncated as open_clip's tokenizer does (the first C tokens,
+the last one replaced by EOT) and counted. A masked caption whose every placeholder was
+cut off by truncation becomes `a photo of $`, as in the official LinCIR code (fallback
+kind `truncated`; the other kinds are in pipeline/masking.py).
+
+Every row is checked: the original has no placeholder id, and the masked one has exactly
+one per masked span before truncation; anything else is a bug and raises.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline import masking
+from pipeline.errors import PipelineError
+
+CHUNK = 10_000  # captions per tokenizer call and per write
+FALLBACK_KINDS = masking.FALLBACK_KINDS + ("truncated",)
+
+
+@dataclass(frozen=True)
+class Specials:
+    sot: int
+    eot: int
+    placeholder: int
+
+
+def specials(tokenizer, context_length: int) -> Specials:
+    """SOT, EOT and placeholder ids, looked up from the tokenizer itself."""
+    empty, one, two, glued = tokenizer(["", masking.PLACEHOLDER, f"{masking.PLACEHOLDER} {masking.PLACEHOLDER}",
+                                        masking.PLACEHOLDER * 2], context_length=context_length).tolist()
+    sot, eot = empty[0], empty[1]
+    if one[:3] != [sot, one[1], eot] or one[1] in (sot, eot):
+        raise PipelineError(f"the tokenizer does not encode the placeholder {masking.PLACEHOLDER!r} as one token "
+                            f"({one[:4]}...): the masked captions would not work with this backbone")
+    placeholder = one[1]
+    if two[:4] != [sot, placeholder, placeholder, eot] or placeholder in glued:
+        raise PipelineError("the tokenizer merges space-separated placeholders: masking needs one token per placeholder")
+    return Specials(sot, eot, placeholder)
+
+
+def encode(tokenizer, texts: list[str], context_length: int, special: Specials) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows [B, C] truncated as open_clip does, whether each was truncated, and each untruncated
+    caption's count of placeholder tokens.
+
+    One tokenizer call for the batch at C + 1 tokens tells which rows are longer than C (EOT
+    at position C); only those are encoded again, one by one and untruncated, to count all
+    their placeholders.
+    """
+    c = context_length
+    wide = tokenizer(texts, context_length=c + 1).numpy()
+    truncated = wide[:, c] == special.eot
+    rows = wide[:, :c].copy()
+    rows[truncated, c - 1] = special.eot
+    placeholders = (wide == special.placeholder).sum(1)
+    for i in np.flatnonzero(truncated):
+        # a token covers at least one UTF-8 byte of the cleaned text: 2x bytes + 8 is ample
+        bound = 2 * len(texts[i].encode("utf-8", "surrogatepass")) + 8
+        (full,) = tokenizer([texts[i]], context_length=bound).numpy()
+        assert full[-1] != special.eot, "a caption longer than its byte-length bound"
+        placeholders[i] = (full == special.placeholder).sum()
+    return rows, truncated, placeholders
+
+
+def read_rows(captions: Path, keywords: Path, batch_size: int) -> Iterator[tuple[int, str, dict]]:
+    """(id, text, keyword row) of every caption: the two tables are read side by side, in order."""
+    text_batches = pq.ParquetFile(captions).iter_batches(batch_size=batch_size, columns=["id", "text"])
+    keyword_batches = pq.ParquetFile(keywords).iter_batches(batch_size=batch_size)
+    texts = ((i, t) for b in text_batches for i, t in zip(b.column("id").to_pylist(), b.column("text").to_pylist()))
+    rows = (row for b in keyword_batches for row in b.to_pylist())
+    for (caption_id, text), row in zip(texts, rows):
+        if row["id"] != caption_id:
+            raise PipelineError(f"{keywords} does not match {captions} (id {row['id']} beside {caption_id}): "
+                                f"re-run the keywords stage")
+        yield caption_id, text, row
+
+
+def mask_chunk(rows: list[tuple[int, str, dict]], strategy, params: dict) -> tuple[list[str], list[str], np.ndarray, list]:
+    """Texts, masked texts, placeholders expected in each, and the fallback kind taken (or None)."""
+    texts, masked, expected, kinds = [], [], [], []
+    for caption_id, text, row in rows:
+        words = masking.words_of(text, row["word_start"], row["word_end"], row["word_pos"])
+        spans = list(zip(row["span_start"], row["span_end"]))
+        chosen, kind = masking.select(strategy, words, spans, masking.caption_rng(params["seed"], caption_id), params)
+        texts.append(text)
+        masked.append(masking.mask_text(text, chosen))
+        expected.append(len(chosen) or 1)  # no span: FALLBACK_CAPTION has one placeholder
+        kinds.append(kind)
+    return texts, masked, np.array(expected), kinds
+
+
+def tokenize_captions(captions: Path, keywords: Path, out_dir: Path, tokenizer, params: dict, model_name: str,
+                      context_length: int | None = None, chunk: int = CHUNK,
+                      progress: Callable[[int], object] | None = None) -> dict:
+    """Writes ids/masked/lengths .npy and meta.json to `out_dir`; returns meta.
+
+    `params` is the `masking` section of params.yaml (strategy, n, seed).
+    """
+    strategy = masking.check_params(params)
+    c = int(context_length or tokenizer.context_length)
+    if getattr(tokenizer, "vocab_size", 0) > 1 << 16:
+        raise PipelineError(f"the {model_name} tokenizer has {tokenizer.vocab_size} tokens: ids do not fit in uint16")
+    special = specials(tokenizer, c)
+    (fallback_row,), _, _ = encode(tokenizer, [masking.FALLBACK_CAPTION], c, special)
+    n = pq.ParquetFile(captions).metadata.num_rows
+    if n == 0:
+        raise PipelineError(f"{captions} has no captions: check params ingest.sources")
+    if pq.ParquetFile(keywords).metadata.num_rows != n:
+        raise PipelineError(f"{keywords} and {captions} differ in rows: re-run the keywords stage")
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    length_dtype = np.uint8 if c <= 255 else np.int16
+    files = {name: out_dir / f"{name}.npy" for name in ("ids", "masked", "lengths")}
+    # written under a .tmp name and renamed at the end: a killed run leaves no stale-looking output
+    arrays = {
+        "ids": np.lib.format.open_memmap(f"{files['ids']}.tmp", mode="w+", dtype=np.uint16, shape=(n, c)),
+        "masked": np.lib.format.open_memmap(f"{files['masked']}.tmp", mode="w+", dtype=np.uint16, shape=(n, c)),
+        "lengths": np.lib.format.open_memmap(f"{files['lengths']}.tmp", mode="w+", dtype=length_dtype, shape=(n, 2)),
+    }
+    fallbacks = dict.fromkeys(FALLBACK_KINDS, 0)
+    truncated = {"ids": 0, "masked": 0}
+    placeholders = 0
+    at = 0
+    source = read_rows(captions, keywords, chunk)
+    while batch := [row for _, row in zip(range(chunk), source)]:
+        texts, masked_texts, expected, kinds = mask_chunk(batch, strategy, params)
+        ids, ids_cut, in_ids = encode(tokenizer, texts, c, special)
+        masked, masked_cut, in_masked = encode(tokenizer, masked_texts, c, special)
+        check_placeholders(batch, texts, masked_texts, in_ids, in_masked, expected)
+        survived = (masked == special.placeholder).sum(1)
+        cut_away = survived == 0  # every placeholder fell past the context: the official fallback
+        masked[cut_away] = fallback_row
+        for kind in kinds:
+            if kind:
+                fallbacks[kind] += 1
+        fallbacks["truncated"] += int(cut_away.sum())
+        truncated["ids"] += int(ids_cut.sum())
+        truncated["masked"] += int(masked_cut.sum())
+        placeholders += int((masked == special.placeholder).sum())
+        if max(ids.max(), masked.max()) >= 1 << 16:
+            raise PipelineError(f"token id {max(ids.max(), masked.max())} does not fit in uint16")
+        end = at + len(batch)
+        arrays["ids"][at:end] = ids
+        arrays["masked"][at:end] = masked
+        arrays["lengths"][at:end, 0] = (ids == special.eot).argmax(1) + 1
+        arrays["lengths"][at:end, 1] = (masked == special.eot).argmax(1) + 1
+        at = end
+        if progress:
+            progress(len(batch))
+    if at != n:
+        raise PipelineError(f"{keywords} ended after {at} of {n} captions: re-run the keywords stage")
+    for array in arrays.values():
+        array.flush()
+    arrays.clear()  # drops the memmaps, closing their files before they are renamed
+    for name, path in files.items():
+        Path(f"{path}.tmp").replace(path)
+    meta = {
+        "model": model_name, "context_length": c, "rows": n,
+        "placeholder_id": special.placeholder, "sot_id": special.sot, "eot_id": special.eot,
+        "strategy": params["strategy"], "n": params.get("n"), "seed": params["seed"],
+        "fallbacks": fallbacks, "truncated": truncated, "placeholders_per_caption_mean": placeholders / n,
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def check_placeholders(batch, texts, masked_texts, in_ids: np.ndarray, in_masked: np.ndarray, expected: np.ndarray) -> None:
+    """Placeholders: none in a caption, exactly one per masked span in its masked version."""
+    for i in np.flatnonzero((in_ids != 0) | (in_masked != expected)):
+        raise RuntimeError(f"bug: caption {batch[i][0]} {texts[i]!r} has {in_ids[i]} placeholder tokens (0 expected); "
+                           f"masked {masked_texts[i]!r} has {in_masked[i]} ({expected[i]} expected)")
+
+
+@dataclass
+class Tokens:
+    """What the tokens stage wrote, memory-mapped: rows are read from disk as they are indexed."""
+
+    ids: np.ndarray  # uint16 [N, C]
+    masked: np.ndarray  # uint16 [N, C]
+    lengths: np.ndarray  # [N, 2]: tokens incl. SOT and EOT of ids and of masked
+    meta: dict
+
+    @property
+    def placeholder_id(self) -> int:
+        return self.meta["placeholder_id"]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def load(out_dir: Path, mmap: bool = True) -> Tokens:
+    out_dir = Path(out_dir)
+    if not (out_dir / "meta.json").is_file():
+        raise PipelineError(f"{out_dir}/meta.json not found: run the tokens stage (dvc repro tokens)")
+    mode = "r" if mmap else None
+    return Tokens(
+        ids=np.load(out_dir / "ids.npy", mmap_mode=mode),
+        masked=np.load(out_dir / "masked.npy", mmap_mode=mode),
+        lengths=np.load(out_dir / "lengths.npy", mmap_mode=mode),
+        meta=json.loads((out_dir / "meta.json").read_text()),
+    )
+
