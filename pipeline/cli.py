@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline import score
+from pipeline import score, submit
 
-COMMANDS = [score]
+COMMANDS = [score, submit]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline.benchmarks import ImageSource, open_image
+from pipeline.benchmarks import Benchmark, ImageSource, open_image
 from pipeline.registry import Registry
 
 INDEX = Registry("faiss index type")
@@ -61,6 +61,21 @@ def build_index(features: np.ndarray, ids: np.ndarray, kind: str) -> faiss.Index
         index.train(x)
     index.add_with_ids(x, ids.astype(np.int64))
     return index
+
+
+def embed_benchmark(bench: Benchmark, model: torch.nn.Module, preprocess, *, batch_size: int, num_workers: int,
+                    index: str, device: str) -> tuple[list[str], np.ndarray, dict[str, faiss.Index]]:
+    """Every image of `bench` embedded (rows in the order of `names`), and one index per gallery
+    its queries are ranked against: a group's own where it has groups (FashionIQ's categories),
+    else "" for its one gallery; none where queries rank only their candidates (GeneCIS)."""
+    names = list(bench.images)
+    latents = embed_images(model, preprocess, [bench.images[n] for n in names], batch_size=batch_size,
+                           num_workers=num_workers, device=device)
+    row = {n: i for i, n in enumerate(names)}
+    galleries = dict(bench.galleries) if bench.galleries else {"": bench.gallery}
+    indexes = {g: build_index(latents, np.array([row[n] for n in members]), index)
+               for g, members in galleries.items() if members}
+    return names, latents, indexes
 
 
 def save(out: Path, names: list[str], features: np.ndarray, indexes: dict[str, faiss.Index]) -> None:

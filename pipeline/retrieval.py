@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pipeline.benchmarks.base import Benchmark, Query
 from pipeline.gallery import normalise
 from pipeline.registry import Registry
-from pipeline.text_encoder import TextTower, encode
+from pipeline.text_encoder import TextTower, encode, text_tower
 
 METHODS = Registry("retrieval method")
 
@@ -32,6 +32,15 @@ class QueryContext:
     normalize_image_latent: bool = False  # the official code's --l2_normalize; off as in training
     device: str = "cpu"
     batch_size: int = 256
+
+
+def query_context(backbone, names: list[str], latents: np.ndarray, phis: dict[str, torch.nn.Module], *,
+                  template: str, normalize_image_latent: bool, device: str) -> QueryContext:
+    """The context to answer queries with `backbone` (a pipeline.backbone.Backbone), given the
+    latents of the benchmark's images `names` (rows in that order)."""
+    return QueryContext(tower=text_tower(backbone.model, backbone.tokenizer), tokenizer=backbone.tokenizer,
+                        latents=latents, row={n: i for i, n in enumerate(names)}, template=template, phis=phis,
+                        normalize_image_latent=normalize_image_latent, device=device)
 
 
 def _per_caption(queries: list[Query]) -> tuple[list[str], np.ndarray]:

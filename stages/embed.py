@@ -8,8 +8,6 @@ import sys
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
-
 from pipeline import backbone as B
 from pipeline import gallery, stage
 from pipeline.benchmarks import check_images
@@ -22,13 +20,9 @@ def main(params: dict) -> None:
     p = params["embed"]
     device = stage.device()
     backbone = B.load(Path("data/backbone/backbone.json"), device)
-    names = list(bench.images)
-    latents = gallery.embed_images(backbone.model, backbone.preprocess, [bench.images[n] for n in names],
-                                   batch_size=p["batch_size"], num_workers=p["num_workers"], device=device)
-    row = {n: i for i, n in enumerate(names)}
-    galleries = {"": bench.gallery} if bench.gallery else dict(bench.galleries)
-    indexes = {g: gallery.build_index(latents, np.array([row[n] for n in members]), p["index"])
-               for g, members in galleries.items() if members}
+    names, latents, indexes = gallery.embed_benchmark(
+        bench, backbone.model, backbone.preprocess, batch_size=p["batch_size"], num_workers=p["num_workers"],
+        index=p["index"], device=device)
     gallery.save(Path("data/embed") / name, names, latents, indexes)
     print(f"embed {name}: {len(names)} images, {len(indexes)} index(es) of type {p['index']}")
 

@@ -14,8 +14,7 @@ import numpy as np
 from pipeline import backbone as B
 from pipeline import gallery, stage
 from pipeline.phi import load_phi
-from pipeline.retrieval import METHODS, QueryContext, answer
-from pipeline.text_encoder import text_tower
+from pipeline.retrieval import METHODS, answer, query_context
 from pipeline.visualize import query_grid
 
 
@@ -29,11 +28,10 @@ def main(params: dict) -> None:
     device = stage.device()
     backbone = B.load(Path("data/backbone/backbone.json"), device)
     names, latents, indexes = gallery.load(Path("data/embed") / name)
-    ctx = QueryContext(tower=text_tower(backbone.model, backbone.tokenizer), tokenizer=backbone.tokenizer,
-                       latents=latents, row={n: i for i, n in enumerate(names)}, template=p["template"],
-                       phis={"trained": load_phi("data/train/phi.pt", device),
-                             "random": load_phi("data/train/phi_init.pt", device)},
-                       normalize_image_latent=p["normalize_image_latent"], device=device)
+    ctx = query_context(backbone, names, latents,
+                        phis={"trained": load_phi("data/train/phi.pt", device),
+                              "random": load_phi("data/train/phi_init.pt", device)},
+                        template=p["template"], normalize_image_latent=p["normalize_image_latent"], device=device)
     metrics, lincir_rankings = {}, None
     for method in p["methods"]:
         rankings, candidate_rankings = answer(bench, ctx, indexes, names, method)

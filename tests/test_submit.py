@@ -1,0 +1,143 @@
+"""`lincir submit` on tiny CIRR- and CIRCO-format test splits (no ground truths), with a
+random-weight lincir-world backbone and a random phi: official files that read back."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from pipeline import backbone as B
+from pipeline.benchmarks import load_benchmark
+from pipeline.cli import main
+from pipeline.params import load_params
+from pipeline.phi import build_phi, save_phi
+from pipeline.text_encoder import text_tower
+
+REPO = Path(__file__).resolve().parents[1]
+GALLERY = 60  # more than the 50 names of a submitted ranking
+GROUP = 6  # CIRR's img_set size
+
+
+def write_random_run(workdir: Path, benchmarks: dict, embed_batch_size: int = 64, methods=("lincir",)) -> None:
+    """What the embed/evaluate stages and `lincir submit` read, in `workdir`: params.yaml (the
+    repository's `embed` and `evaluate` sections with `benchmarks`), a random-weight lincir-world
+    backbone recorded as the backbone stage records it, and a random phi (as phi.pt and phi_init.pt)."""
+    torch.manual_seed(0)
+    backbone = B.create("lincir-world", None)
+    weights = workdir / "data" / "backbone" / "random.pt"
+    B.save_checkpoint(backbone.model, weights)
+    identity = {"model": "lincir-world", "pretrained": str(weights), "sha256": B.file_sha256(weights)}
+    (weights.parent / "backbone.json").write_text(json.dumps(identity))
+    config = {"variant": "paper", "embed_dim": B.embed_dim(backbone),
+              "token_width": text_tower(backbone.model, backbone.tokenizer).width, "dropout": 0.5}
+    for name in ("phi.pt", "phi_init.pt"):
+        save_phi(build_phi(**config), config, workdir / "data" / "train" / name)
+    params = load_params(REPO / "params.yaml")
+    params = {"benchmarks": benchmarks,
+              "embed": {**params["embed"], "batch_size": embed_batch_size},
+              "evaluate": {**params["evaluate"], "methods": list(methods)}}
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _image(path: Path, rng: np.random.Generator) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(path)
+
+
+def write_cirr_test1(root: Path, queries: int = 5) -> Path:
+    rng = np.random.default_rng(0)
+    names = [f"test1-{i // 2}-{i % 2}-img{i % 2}" for i in range(GALLERY)]
+    for name in names:
+        _image(root / "test1" / f"{name}.png", rng)
+    splits, captions = root / "cirr" / "image_splits", root / "cirr" / "captions"
+    splits.mkdir(parents=True)
+    captions.mkdir(parents=True)
+    (splits / "split.rc2.test1.json").write_text(json.dumps({n: f"./test1/{n}.png" for n in names}))
+    entries = [{"pairid": 100 + i, "reference": names[GROUP * i], "caption": f"has {i + 2} dogs",
+                "img_set": {"id": i, "members": names[GROUP * i:GROUP * (i + 1)], "reference_rank": 0}}
+               for i in range(queries)]
+    (captions / "cap.rc2.test1.json").write_text(json.dumps(entries))
+    return root
+
+
+def write_circo_test(root: Path, queries: int = 5) -> Path:
+    rng = np.random.default_rng(1)
+    ids = [1000 + 7 * i for i in range(GALLERY)]
+    for i in ids:
+        _image(root / "COCO2017_unlabeled" / "unlabeled2017" / f"{i:012d}.jpg", rng)
+    info = {"images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in ids]}
+    (root / "COCO2017_unlabeled" / "annotations").mkdir(parents=True)
+    (root / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json").write_text(json.dumps(info))
+    entries = [{"reference_img_id": ids[3 * i], "relative_caption": "is at night", "shared_concept": "a dog", "id": i}
+               for i in range(queries)]
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "test.json").write_text(json.dumps(entries))
+    return root
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("submit")
+    benchmarks = {"tiny_cirr": {"kind": "cirr", "root": str(write_cirr_test1(base / "CIRR")), "split": "val"},
+                  "tiny_circo": {"kind": "circo", "root": str(write_circo_test(base / "CIRCO")), "split": "val"}}
+    write_random_run(base / "repo", benchmarks)
+    return base / "repo"
+
+
+def _submit(workdir, monkeypatch, capsys, *argv):
+    monkeypatch.chdir(workdir)
+    code = main(["submit", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cirr_test1_files_in_the_server_format(workdir, monkeypatch, capsys):
+    code, out, err = _submit(workdir, monkeypatch, capsys, "tiny_cirr", "--split", "test1", "--out", "subs")
+    assert code == 0, err
+    recall, subset = workdir / "subs" / "tiny_cirr_test1.json", workdir / "subs" / "tiny_cirr_test1_subset.json"
+    assert out.split() == [str(Path("subs") / recall.name), str(Path("subs") / subset.name)]
+    bench = load_benchmark("cirr", workdir.parent / "CIRR", "test1")
+    written, written_subset = json.loads(recall.read_text()), json.loads(subset.read_text())
+    assert (written.pop("version"), written.pop("metric")) == ("rc2", "recall")
+    assert (written_subset.pop("version"), written_subset.pop("metric")) == ("rc2", "recall_subset")
+    assert set(written) == set(written_subset) == {str(100 + i) for i in range(5)}
+    for q in bench.queries:
+        ranking = written[q.id]
+        assert len(ranking) == len(set(ranking)) == 50 and q.reference not in ranking
+        assert len(written_subset[q.id]) == 3 and set(written_subset[q.id]) <= set(q.candidates)
+    rankings, candidates = bench.read_predictions(recall, subset)
+    assert rankings == written and candidates == written_subset
+
+
+def test_circo_test_file_in_the_server_format(workdir, monkeypatch, capsys):
+    code, out, err = _submit(workdir, monkeypatch, capsys, "tiny_circo", "--split", "test", "--out", "subs")
+    assert code == 0, err
+    path = workdir / "subs" / "tiny_circo_test.json"
+    assert out.split() == [str(Path("subs") / path.name)]
+    written = json.loads(path.read_text())
+    assert list(written) == [str(i) for i in range(5)]
+    assert all(len(set(r)) == 50 and all(type(i) is int for i in r) for r in written.values())
+    bench = load_benchmark("circo", workdir.parent / "CIRCO", "test")
+    rankings, _ = bench.read_predictions(path)
+    assert rankings == {k: [str(i) for i in r] for k, r in written.items()}
+
+
+def test_missing_image_is_reported_before_any_model_work(workdir, monkeypatch, capsys, tmp_path):
+    root = tmp_path / "CIRR"
+    write_cirr_test1(root)
+    gone = root / "test1" / "test1-3-1-img1.png"
+    gone.unlink()
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["benchmarks"] = {"broken": {"kind": "cirr", "root": str(root), "split": "val"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))  # no data/: no backbone, no phi here
+    code, _, err = _submit(tmp_path, monkeypatch, capsys, "broken", "--split", "test1")
+    assert code == 1 and "Traceback" not in err
+    assert f"1 of {GALLERY} image files are missing or unreadable" in err and f"{gone} (missing)" in err
+
+
+def test_unknown_benchmark_names_those_in_params(workdir, monkeypatch, capsys):
+    code, _, err = _submit(workdir, monkeypatch, capsys, "cirr", "--split", "test1")
+    assert code == 1 and "no benchmark named 'cirr' in params.yaml; names: tiny_cirr, tiny_circo" in err
