@@ -7,29 +7,42 @@ For a batch of captions c with keyword-masked copies m (each masked span is one 
     z^_c = E_text(m with every `$` -> e)
     loss = MSE(z^_c, z_c)                  only phi learns
 
+Speed without changing the result: each batch is cut after its longest EOT (exact, see
+text_encoder.py), z_c is cached, batches are bucketed by length so little padding is
+computed, bf16 autocast and fused AdamW on GPU, token arrays on the GPU, optional
+torch.compile, and data parallel over GPUs when started with torchrun (DDP).
+
 Every step's randomness (batch order, noise, dropout) is derived from (seed, step), so
 a run resumed from a checkpoint continues exactly as if it had never stopped.
 """
 from __future__ import annotations
 
+import os
+import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pipeline.errors import PipelineError
 from pipeline.noise import NOISE, add_noise
 from pipeline.phi import PHI, build_phi
 from pipeline.text_encoder import TextTower, encode
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
 class TrainConfig:
     steps: int = 1000
-    batch_size: int = 512
+    batch_size: int = 512  # global: split across processes under torchrun
     lr: float = 1e-4
     weight_decay: float = 0.01
     noise: str = "unif_gaussian"
@@ -38,25 +51,90 @@ class TrainConfig:
     dropout: float = 0.5
     seed: int = 0
     cache_targets: bool = True  # z_c of every caption computed once instead of every step
-    checkpoint_every: int = 200
+    truncate: bool = True  # cut each batch after its longest EOT (exact)
+    bucket_by_length: bool = True  # batches of captions of similar length: less padding
+    precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU; or fp32, bf16, fp16
+    compile: bool = False  # torch.compile the text tower + phi step
+    checkpoint_every: int = 250
+    log_every: int = 10  # steps between logged points (reading the loss waits for the GPU)
 
     def check(self) -> None:
         NOISE.get(self.noise), PHI.get(self.phi_variant)  # unknown names fail before any work
+        if self.precision != "auto" and self.precision not in PRECISIONS:
+            raise PipelineError(f"unknown train.precision {self.precision!r}; valid: auto, {', '.join(PRECISIONS)}")
+
+    def autocast_dtype(self, device: str):
+        return PRECISIONS[("bf16" if device == "cuda" else "fp32") if self.precision == "auto" else self.precision]
 
 
-def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
-    """Epoch-wise shuffling without replacement, computable for any step (for resuming)."""
+@lru_cache(maxsize=2)
+def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int, lengths_key: bytes | None) -> np.ndarray:
+    """[batches per epoch, batch_size] row numbers; each caption once per epoch."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n)
+    per_epoch = max(1, n // batch_size)
+    if lengths_key is not None:
+        # bucket: sort windows of 64 batches by length, then shuffle the order of the batches
+        lengths = np.frombuffer(lengths_key, dtype=np.int32)
+        window = 64 * batch_size
+        order = np.concatenate([w[np.argsort(lengths[w], kind="stable")] for w in np.split(order, range(window, n, window))])
+        batches = order[:per_epoch * batch_size].reshape(per_epoch, -1)
+        return batches[rng.permutation(per_epoch)]
+    return order[:per_epoch * batch_size].reshape(per_epoch, -1)
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int, lengths: np.ndarray | None = None) -> np.ndarray:
+    """The rows of global batch `step`: computable for any step, so a resumed run continues exactly."""
     per_epoch = max(1, n // batch_size)
     epoch, k = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    return order[k * batch_size:(k + 1) * batch_size]
+    key = None if lengths is None else np.ascontiguousarray(lengths, dtype=np.int32).tobytes()
+    return _epoch_batches(n, min(batch_size, n), seed, epoch, key)[k]
+
+
+@dataclass
+class Dist:
+    """This process's place under torchrun; rank 0 of 1 otherwise."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_env(cls, device: str) -> "Dist":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        return cls(int(os.environ.get("RANK", "0")), world)
 
 
 @torch.no_grad()
-def text_latents(tower: TextTower, ids: np.ndarray, batch_size: int, device: str) -> torch.Tensor:
-    out = [encode(tower, torch.from_numpy(ids[i:i + batch_size].astype(np.int64)).to(device))
-           for i in tqdm(range(0, len(ids), batch_size), desc="caching z_c", unit="batch")]
-    return torch.cat(out)
+def text_latents(tower: TextTower, ids, batch_size: int, device: str, dtype, truncate: bool = True,
+                 part: Dist = Dist()) -> torch.Tensor:
+    """z_c of every row, fp32 [N, d]; under DDP each process encodes its share, then all gather."""
+    n = len(ids)
+    share = -(-n // part.world)
+    lo, hi = min(n, part.rank * share), min(n, (part.rank + 1) * share)
+    out = []
+    for i in tqdm(range(lo, hi, batch_size), desc="caching z_c", unit="batch", disable=part.rank > 0):
+        with _autocast(device, dtype):
+            out.append(encode(tower, _rows(ids, slice(i, min(hi, i + batch_size)), device), truncate=truncate).float())
+    mine = torch.cat(out) if out else torch.zeros(0, device=device)
+    if part.world == 1:
+        return mine
+    pieces = [torch.zeros((min(n, (r + 1) * share) - min(n, r * share), mine.shape[1]), device=device)
+              for r in range(part.world)]
+    dist.all_gather(pieces, mine)
+    return torch.cat(pieces)
+
+
+def _autocast(device: str, dtype):
+    return torch.autocast(device, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def _rows(tokens, idx, device: str) -> torch.Tensor:
+    """Token rows as int64 on `device`, from a numpy (memmap) array or a tensor already there."""
+    if isinstance(tokens, torch.Tensor):
+        return tokens[torch.as_tensor(idx, device=tokens.device) if not isinstance(idx, slice) else idx].long()
+    return torch.from_numpy(np.asarray(tokens[idx]).astype(np.int64)).to(device, non_blocking=True)
 
 
 def new_phi(tower: TextTower, embed_dim: int, cfg: TrainConfig, device: str) -> torch.nn.Module:
@@ -64,43 +142,76 @@ def new_phi(tower: TextTower, embed_dim: int, cfg: TrainConfig, device: str) -> 
     return build_phi(cfg.phi_variant, embed_dim, tower.width, cfg.dropout).to(device)
 
 
-def train_phi(tower: TextTower, embed_dim: int, ids: np.ndarray, masked: np.ndarray, cfg: TrainConfig, *,
-              device: str, checkpoint: Path, fingerprint: str = "", log: Callable[[int, float], None] = lambda step, loss: None,
-              ) -> torch.nn.Module:
+def smp_loss(tower: TextTower, phi: torch.nn.Module, masked_ids: torch.Tensor, z_c: torch.Tensor, cfg: TrainConfig,
+             gen: torch.Generator) -> torch.Tensor:
+    """The SMP objective of one batch: MSE between E(masked caption with $ = phi(z_c + noise)) and z_c."""
+    pseudo = phi(add_noise(z_c, cfg.noise, cfg.noise_scale, gen))
+    return F.mse_loss(encode(tower, masked_ids, pseudo, truncate=cfg.truncate).float(), z_c)
+
+
+def train_phi(tower: TextTower, embed_dim: int, ids, masked, cfg: TrainConfig, *, device: str, checkpoint: Path,
+              fingerprint: str = "", lengths: np.ndarray | None = None,
+              log: Callable[[int, dict], None] = lambda step, values: None) -> torch.nn.Module:
+    """ids/masked: [N, C] token arrays (numpy, memmap or tensors); lengths: masked tokens a row
+    (for bucketing). Returns phi (unwrapped, in eval mode)."""
     cfg.check()
+    part = Dist.from_env(device)
+    dtype = cfg.autocast_dtype(device)
     phi = new_phi(tower, embed_dim, cfg, device)
-    opt = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    fused = device == "cuda"  # one kernel for the whole AdamW update
+    opt = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     start = 0
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if state["config"] == asdict(cfg) and state["fingerprint"] == fingerprint:
-            phi.load_state_dict(state["state_dict"])
-            opt.load_state_dict(state["optimizer"])
-            start = state["step"]
-            print(f"resuming phi training at step {start} from {checkpoint}")
-    targets = text_latents(tower, ids, 4 * cfg.batch_size, device) if cfg.cache_targets else None
+    state = resumable(checkpoint, cfg, fingerprint, device)
+    if state:
+        phi.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        start = state["step"]
+        print(f"resuming phi training at step {start} from {checkpoint}")
+    if device == "cuda":  # the token arrays fit on the GPU: no host copies in the loop
+        ids, masked = (torch.from_numpy(np.asarray(a).astype(np.int32)).to(device) for a in (ids, masked))
+    targets = text_latents(tower, ids, 4 * cfg.batch_size, device, dtype, cfg.truncate, part) \
+        if cfg.cache_targets else None
+    model = torch.nn.parallel.DistributedDataParallel(phi) if part.world > 1 else phi
+    step_loss = torch.compile(smp_loss, dynamic=True) if cfg.compile else smp_loss
+    bucket = lengths if cfg.bucket_by_length else None
     phi.train()
-    bar = tqdm(range(start, cfg.steps), desc="phi training (SMP)", unit="step", initial=start, total=cfg.steps)
+    bar = tqdm(range(start, cfg.steps), desc="phi training (SMP)", unit="step", initial=start, total=cfg.steps,
+               disable=part.rank > 0)
+    seen, clock = 0, time.perf_counter()
     for step in bar:
-        idx = batch_indices(len(ids), cfg.batch_size, cfg.seed, step)
-        masked_ids = torch.from_numpy(masked[idx].astype(np.int64)).to(device)
+        idx = batch_indices(len(ids), cfg.batch_size, cfg.seed, step, bucket)[part.rank::part.world]
+        masked_ids = _rows(masked, idx, device)
         if targets is not None:
-            z_c = targets[torch.from_numpy(idx).to(device)]
+            z_c = targets[torch.as_tensor(idx, device=device)]
         else:
-            with torch.no_grad():
-                z_c = encode(tower, torch.from_numpy(ids[idx].astype(np.int64)).to(device))
-        gen = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step)
-        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout
-        pseudo = phi(add_noise(z_c, cfg.noise, cfg.noise_scale, gen))
-        loss = F.mse_loss(encode(tower, masked_ids, pseudo), z_c)
+            with torch.no_grad(), _autocast(device, dtype):
+                z_c = encode(tower, _rows(ids, idx, device), truncate=cfg.truncate).float()
+        seed = (cfg.seed * 1_000_003 + step) * 64 + part.rank
+        gen = torch.Generator(device).manual_seed(seed)  # noise
+        torch.manual_seed(seed)  # dropout
+        with _autocast(device, dtype):
+            loss = step_loss(tower, model, masked_ids, z_c, cfg, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        log(step, loss.item())
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        seen += len(idx) * part.world
+        if part.rank > 0:
+            continue
+        if step % cfg.log_every == 0 or step + 1 == cfg.steps:
+            value = loss.item()
+            log(step, {"loss": value, "captions_per_s": seen / (time.perf_counter() - clock)})
+            bar.set_postfix(loss=f"{value:.4f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             save_training_state(phi, opt, step + 1, cfg, fingerprint, checkpoint)
     return phi.eval()
+
+
+def resumable(checkpoint: Path, cfg: TrainConfig, fingerprint: str, device: str = "cpu") -> dict | None:
+    """The saved training state, if `checkpoint` is from a run of this config on these inputs."""
+    if not Path(checkpoint).is_file():
+        return None
+    state = torch.load(checkpoint, map_location=device, weights_only=True)
+    return state if state["config"] == asdict(cfg) and state["fingerprint"] == fingerprint else None
 
 
 def save_training_state(phi, opt, step: int, cfg: TrainConfig, fingerprint: str, path: Path) -> None:

@@ -35,10 +35,11 @@ def main(params: dict) -> None:
     metrics, lincir_rankings = {}, None
     for method in p["methods"]:
         rankings, candidate_rankings = answer(bench, ctx, indexes, names, method)
-        metrics[method] = {**bench.score(rankings, candidate_rankings), **bench.breakdown(rankings, candidate_rankings)}
+        scores = bench.score(rankings, candidate_rankings)
+        metrics[method] = {**scores, **bench.breakdown(rankings, candidate_rankings)}
         if method == "lincir":
             lincir_rankings = rankings or candidate_rankings
-        print(f"{name} {method}: " + ", ".join(f"{k}={v:.2f}" for k, v in bench.score(rankings, candidate_rankings).items()))
+        print(f"{name} {method}: " + ", ".join(f"{k}={v:.2f}" for k, v in scores.items()))
     stage.write_json(Path("metrics/evaluate") / f"{name}.json", metrics)
     if lincir_rankings:
         pick = np.random.default_rng(0).choice(len(bench.queries), size=min(p["grid_queries"], len(bench.queries)),

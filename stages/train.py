@@ -6,12 +6,13 @@ resumes from data/checkpoints/train.pt when a run with the same inputs was kille
 """
 from pathlib import Path
 import json
+import os
 import shutil
 import sys
+from contextlib import nullcontext
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
 from dvclive import Live
 
 from pipeline import backbone as B
@@ -19,7 +20,8 @@ from pipeline import stage
 from pipeline.errors import PipelineError
 from pipeline.phi import save_phi
 from pipeline.text_encoder import text_tower
-from pipeline.train import TrainConfig, new_phi, train_phi
+from pipeline.tokens import load as load_tokens
+from pipeline.train import TrainConfig, new_phi, resumable, train_phi
 
 TOKENS = Path("data/tokens")
 OUT = Path("data/train")
@@ -29,38 +31,38 @@ LIVE = Path("dvclive/train")
 
 def main(params: dict) -> None:
     p = params["train"]
-    cfg = TrainConfig(noise=params["noise"], **{k: v for k, v in p.items() if k != "log_every"})
+    cfg = TrainConfig(noise=params["noise"], **p)
     cfg.check()
     device = stage.device()
     backbone = B.load(Path("data/backbone/backbone.json"), device)
     tower = text_tower(backbone.model, backbone.tokenizer)
-    meta = json.loads((TOKENS / "meta.json").read_text())
-    if meta["placeholder_id"] != tower.placeholder_id:
-        raise PipelineError(f"{TOKENS}/meta.json placeholder {meta['placeholder_id']} differs from the "
-                                  f"backbone tokenizer's {tower.placeholder_id}: re-run the tokens stage")
-    ids = np.load(TOKENS / "ids.npy", mmap_mode="r")
-    masked = np.load(TOKENS / "masked.npy", mmap_mode="r")
+    tokens = load_tokens(TOKENS)
+    if tokens.placeholder_id != tower.placeholder_id:
+        raise PipelineError(f"{TOKENS}/meta.json placeholder {tokens.placeholder_id} differs from the "
+                            f"backbone tokenizer's {tower.placeholder_id}: re-run the tokens stage")
     embed_dim = B.embed_dim(backbone)
     # a checkpoint is resumed only by a run on the same inputs with the same config
     fingerprint = "-".join([json.loads(Path("data/backbone/backbone.json").read_text())["sha256"],
                             B.file_sha256(TOKENS / "ids.npy"), B.file_sha256(TOKENS / "masked.npy")])
     config = {"variant": cfg.phi_variant, "embed_dim": embed_dim, "token_width": tower.width, "dropout": cfg.dropout}
-    save_phi(new_phi(tower, embed_dim, cfg, device), config, OUT / "phi_init.pt")
-
-    resuming = CHECKPOINT.is_file()
-    if not resuming:
+    lead = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process writes
+    if lead:
+        save_phi(new_phi(tower, embed_dim, cfg, device), config, OUT / "phi_init.pt")
+    resuming = resumable(CHECKPOINT, cfg, fingerprint) is not None
+    if lead and not resuming:
         shutil.rmtree(LIVE, ignore_errors=True)
-    with Live(str(LIVE), resume=resuming, dvcyaml=None, save_dvc_exp=False) as live:
-        def log(step: int, loss: float) -> None:
-            if step % p["log_every"] == 0 or step + 1 == cfg.steps:
-                live.step = step
-                live.log_metric("loss", loss)
-                live.next_step()
+    with (Live(str(LIVE), resume=resuming, dvcyaml=None, save_dvc_exp=False) if lead else nullcontext()) as live:
+        def log(step: int, values: dict) -> None:
+            live.step = step
+            for name, value in values.items():
+                live.log_metric(name, value)
+            live.next_step()
 
-        phi = train_phi(tower, embed_dim, ids, masked, cfg, device=device, checkpoint=CHECKPOINT,
-                        fingerprint=fingerprint, log=log)
-    save_phi(phi, config, OUT / "phi.pt")
-    print(f"train: {cfg.steps} steps of batch {cfg.batch_size} on {len(ids)} captions, noise={cfg.noise}")
+        phi = train_phi(tower, embed_dim, tokens.ids, tokens.masked, cfg, device=device, checkpoint=CHECKPOINT,
+                        fingerprint=fingerprint, lengths=tokens.lengths[:, 1], log=log)
+    if lead:
+        save_phi(phi, config, OUT / "phi.pt")
+        print(f"train: {cfg.steps} steps of batch {cfg.batch_size} on {len(tokens.ids)} captions, noise={cfg.noise}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+"""The real DVC pipeline on a tiny world: dvc repro, a no-op second repro, and which stages
+`dvc exp run -S ...` re-runs. Runs in a copy of the repo so the workspace is untouched."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "world": {"train_images": 48, "heldout_images": 24, "gallery_images": 80, "corpus_captions": 120,
+              "circo_queries": 8, "cirr_queries": 6},
+    "backbone": {"world_training": {"steps": 3, "batch_size": 16}},
+    "keywords": {"n_process": 1},
+    "train": {"steps": 4, "batch_size": 16, "checkpoint_every": 2, "log_every": 1},
+    "evaluate": {"grid_queries": 2, "grid_top_k": 3},
+}
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(base[k], v) if isinstance(v, dict) else v
+    return out
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    for name in ["pipeline", "stages"]:
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ["dvc.yaml", ".dvcignore", ".gitignore"]:
+        shutil.copy(REPO / name, root / name)
+    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc = str(Path(sys.executable).parent / "dvc")
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "config", "user.email", "t@t")
+    sh(root, "git", "config", "user.name", "t")
+    sh(root, dvc, "init", "-q")
+    sh(root, dvc, "config", "core.analytics", "false")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-qm", "tiny")
+    first = sh(root, dvc, "repro")
+    return root, dvc, first
+
+
+def test_repro_runs_every_stage_and_writes_metrics(project):
+    root, _, first = project
+    assert ran(first) == {"world", "backbone", "ingest", "keywords", "tokens", "train", "embed@world_circo",
+                          "embed@world_cirr", "evaluate@world_circo", "evaluate@world_cirr"}
+    circo = yaml.safe_load((root / "metrics/evaluate/world_circo.json").read_text())
+    assert set(circo) == {"lincir", "phi_random", "text_only", "image_only", "image_text_average"}
+    for scores in circo.values():
+        assert {"mAP@5", "mAP@10", "mAP@25", "mAP@50", "R@5", "R@10", "R@25", "R@50"} <= set(scores)
+        assert all(0 <= v <= 100 for v in scores.values())
+    cirr = yaml.safe_load((root / "metrics/evaluate/world_cirr.json").read_text())
+    assert {"R@1", "R@5", "R@10", "R@50", "subset_R@1", "subset_R@2", "subset_R@3"} <= set(cirr["lincir"])
+    assert (root / "plots/world_circo_queries.png").stat().st_size > 1000
+    assert (root / "dvclive/train/plots/metrics/loss.tsv").read_text().count("\n") == 1 + 4
+
+
+def test_second_repro_runs_nothing(project):
+    root, dvc, _ = project
+    assert ran(sh(root, dvc, "repro")) == set()
+
+
+def test_noise_experiment_reruns_only_train_and_evaluate(project):
+    root, dvc, _ = project
+    out = sh(root, dvc, "exp", "run", "-S", "noise=gaussian")
+    assert ran(out) == {"train", "evaluate@world_circo", "evaluate@world_cirr"}
+    assert "gaussian" in sh(root, dvc, "exp", "show", "--no-pager", "--md")
+
+
+def test_masking_experiment_does_not_rerun_spacy_or_images(project):
+    root, dvc, _ = project
+    out = sh(root, dvc, "exp", "run", "-S", "masking.strategy=nouns")
+    assert ran(out) == {"tokens", "train", "evaluate@world_circo", "evaluate@world_cirr"}
+
+
+def test_a_bad_registry_param_is_one_clear_message(project):
+    root, _, _ = project
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    bad = root.parent / (root.name + "-bad")
+    shutil.copytree(root, bad, ignore=shutil.ignore_patterns(".git", ".dvc"))
+    params["noise"] = "foo"
+    (bad / "params.yaml").write_text(yaml.safe_dump(params))
+    done = subprocess.run([sys.executable, "stages/train.py"], cwd=bad, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "unknown noise 'foo'; valid names: chi2, exponential, gaussian, none, student_t, unif_gaussian, uniform" \
+        in done.stderr
+    assert "Traceback" not in done.stderr
