@@ -20,7 +20,7 @@ def query_grid(bench: Benchmark, rankings: dict[str, list[str]], query_ids: list
     head = 28
     grid = Image.new("RGB", (CELL + TEXT_W + top_k * CELL, head + len(query_ids) * CELL), "white")
     draw = ImageDraw.Draw(grid)
-    draw.text((6, 6), f"{title} — left: reference, then the condition, then the top {top_k} "
+    draw.text((6, 6), f"{title}: left, the reference, then the condition, then the top {top_k} "
                       f"(green outline: a ground truth)", fill="black", font=font)
     for r, qid in enumerate(query_ids):
         q, y = by_id[qid], head + r * CELL
