@@ -1,4 +1,7 @@
-"""Caption corpus ingestion: caption files -> one Parquet table (`id`, `text`, `source`).
+"""Caption corpus ingestion: caption sources -> one Parquet table (`id`, `text`, `source`).
+
+A source is a local caption file (`path:`) or a Hugging Face dataset (`hf:`, read through
+pipeline/hf_captions.py); SOURCE_KINDS maps each kind to its checks and its reader.
 
 Each caption is normalised once here, so every later stage sees the same text:
 - HTML entities are decoded (CLIP's tokenizer decodes them too, and `&#36;` would
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import html
 import json
+from contextlib import closing
+from dataclasses import dataclass
 from hashlib import blake2b
 from itertools import islice
 from pathlib import Path
@@ -25,13 +30,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from pipeline import hf_captions
 from pipeline.errors import PipelineError
 from pipeline.registry import Registry
 
 PLACEHOLDER = "$"  # the token whose embedding phi's output replaces (pipeline/masking.py)
 SCHEMA = pa.schema([("id", pa.int64()), ("text", pa.string()), ("source", pa.string())])
 CHUNK = 100_000  # captions per read and per Parquet row group
-SOURCE_KEYS = {"path", "name", "column", "max_captions"}
+COMMON_KEYS = {"name", "max_captions"}  # keys of every source kind
 DOLLARS = (PLACEHOLDER, "\uff04")  # `$` and FULLWIDTH DOLLAR SIGN, which ftfy maps to `$`
 ZERO_WIDTH = ("\u200b", "\ufeff")  # zero-width space, BOM: not whitespace to str.split()
 
@@ -51,7 +57,7 @@ def read_txt(path: Path, column: str | None, chunk: int) -> Iterator[list]:
 
 def _read_delimited(path: Path, column: str | None, chunk: int, parse: pacsv.ParseOptions) -> Iterator[list]:
     header = pacsv.open_csv(path, parse_options=parse).schema.names
-    _check_column(path, column, header)
+    _check_column(path, header, column)
     reader = pacsv.open_csv(
         path,
         read_options=pacsv.ReadOptions(block_size=1 << 22),
@@ -91,7 +97,7 @@ def read_jsonl(path: Path, column: str | None, chunk: int) -> Iterator[list]:
             if not isinstance(record, dict):
                 raise PipelineError(f"{path} line {number} is not a JSON object")
             if not checked:  # the first record plays the part of a header
-                _check_column(path, column, list(record))
+                _check_column(path, list(record), column)
                 checked = True
             value = record.get(column)
             if isinstance(value, (list, dict)):
@@ -106,16 +112,21 @@ def read_jsonl(path: Path, column: str | None, chunk: int) -> Iterator[list]:
 
 @READERS.register(".parquet")
 def read_parquet(path: Path, column: str | None, chunk: int) -> Iterator[list]:
-    file = pq.ParquetFile(path)
-    _check_column(path, column, file.schema_arrow.names)
-    for batch in file.iter_batches(batch_size=chunk, columns=[column]):
+    return _parquet_batches(path, path, column, chunk)
+
+
+def _parquet_batches(file, label, column: str | None, chunk: int) -> Iterator[list]:
+    """The column of a Parquet file (a path or a seekable file object), read row group by row group."""
+    parquet = pq.ParquetFile(file)
+    _check_column(label, parquet.schema_arrow.names, column)
+    for batch in parquet.iter_batches(batch_size=chunk, columns=[column]):
         yield batch.column(0).cast(pa.string()).to_pylist()
 
 
-def _check_column(path: Path, column: str | None, names: list[str]) -> None:
+def _check_column(label, names: list[str], column: str | None) -> None:
     if column not in names:
         what = "needs `column:` naming the caption column" if column is None else f"has no column {column!r}"
-        raise PipelineError(f"{path} {what}; its columns are: {', '.join(map(str, names)) or 'none'}. "
+        raise PipelineError(f"{label} {what}; its columns are: {', '.join(map(str, names)) or 'none'}. "
                             f"Set `column:` of this source in params.yaml ingest.sources")
 
 
@@ -184,30 +195,102 @@ class HashSet:
             self.runs[-1] = np.sort(np.concatenate([self.runs[-1], last]), kind="stable")
 
 
+@dataclass(frozen=True)
+class SourceKind:
+    """A kind of caption source, selected by its key in the source entry (`path:`, `hf:`)."""
+    keys: frozenset            # its keys besides COMMON_KEYS, its own key among them
+    what: str                  # for error messages: what the kind's key names
+    check: Callable[[dict], dict]  # the entry -> the checked source: `default_name` and what `read` needs
+    read: Callable[[dict, int], Iterator[list]]  # (checked source, chunk) -> lists of raw caption values
+
+
+SOURCE_KINDS: Registry[SourceKind] = Registry("caption source kind")
+
+
+def _check_path(source: dict) -> dict:
+    path = Path(source["path"])
+    if not path.is_file():
+        raise PipelineError(f"caption source {path} not found: create it (for the synthetic world, run the world stage) "
+                            f"or fix its path in params.yaml ingest.sources")
+    if path.suffix.lower() not in READERS:  # fails now, not after other sources were read
+        raise PipelineError(f"caption source {path}: unknown format {path.suffix!r}; valid: {', '.join(READERS.names())}")
+    return {"path": path, "column": source.get("column"), "default_name": path.stem}
+
+
+def _read_path(source: dict, chunk: int) -> Iterator[list]:
+    path = source["path"]
+    try:
+        yield from READERS.get(path.suffix.lower())(path, source["column"], chunk)
+    except UnicodeDecodeError as e:
+        raise PipelineError(f"{path} is not UTF-8 text ({e.reason}): re-encode it, e.g. iconv -f latin1 -t utf-8") from None
+    except (pa.ArrowInvalid, OSError) as e:
+        raise PipelineError(f"{path} could not be read as {path.suffix}: {e}") from None
+
+
+def _check_hf(source: dict) -> dict:
+    dataset = source["hf"]
+    if not isinstance(dataset, str) or dataset.count("/") != 1 or "" in dataset.split("/"):
+        raise PipelineError(f"ingest source {source}: `hf:` takes a Hugging Face dataset id owner/name, "
+                            f"e.g. FredZhang7/stable-diffusion-prompts-2.47M")
+    ref = hf_captions.HfSplit(dataset, **{k: str(source[k]) for k in ("config", "split", "revision") if k in source})
+    files = hf_captions.parquet_files(ref)  # the Hub is asked now, before any source is read
+    with hf_captions.hub_errors(ref), hf_captions.open_file(files[0]) as first:
+        _check_column(ref, pq.ParquetFile(first).schema_arrow.names, source.get("column"))
+    return {"ref": ref, "files": files, "column": source["column"], "default_name": dataset.split("/")[1]}
+
+
+def _read_hf(source: dict, chunk: int) -> Iterator[list]:
+    with hf_captions.hub_errors(source["ref"]):
+        for path in source["files"]:
+            with hf_captions.open_file(path) as file:  # row group by row group, the caption column only
+                yield from _parquet_batches(file, source["ref"], source["column"], chunk)
+
+
+SOURCE_KINDS.register("path")(SourceKind(frozenset({"path", "column"}), f"a local caption file ({' '.join(READERS.names())})",
+                                         _check_path, _read_path))
+SOURCE_KINDS.register("hf")(SourceKind(frozenset({"hf", "config", "split", "column", "revision"}),
+                                       "a Hugging Face dataset id owner/name", _check_hf, _read_hf))
+
+
+def _kind_of(source: dict) -> str:
+    """The one dispatch point: the source kind is the one registered kind key in the entry."""
+    kinds = [name for name in SOURCE_KINDS.names() if name in source]
+    if len(kinds) == 1:
+        return kinds[0]
+    names = SOURCE_KINDS.names()
+    raise PipelineError(f"ingest source {source}: give exactly one of "
+                        + " or ".join(f"`{name}:` ({SOURCE_KINDS.get(name).what})" for name in names)
+                        + "; keys are " + "; ".join(f"{_keys(name)} for `{name}:`" for name in names))
+
+
+def _keys(kind: str) -> str:
+    return ", ".join(sorted(SOURCE_KINDS.get(kind).keys | COMMON_KEYS))
+
+
 def check_sources(sources) -> list[dict]:
-    """Validates params `ingest.sources`; returns them with `name` filled in."""
+    """Validates params `ingest.sources`; returns them checked, with `kind`, `name` and `max_captions`."""
     if not sources or not isinstance(sources, list):
-        raise PipelineError("params ingest.sources must be a non-empty list of {path: ..., column: ..., name: ..., max_captions: ...}")
+        raise PipelineError("params ingest.sources must be a non-empty list of {path: ..., column: ..., name: ..., max_captions: ...} "
+                            "or {hf: <dataset id>, config: ..., split: ..., column: ..., name: ..., max_captions: ...}")
     checked = []
     for source in sources:
         if isinstance(source, str):
             source = {"path": source}
-        unknown = set(source) - SOURCE_KEYS
-        if unknown or "path" not in source:
-            raise PipelineError(f"ingest source {source}: keys are {', '.join(sorted(SOURCE_KEYS))} (path is required)")
-        path = Path(source["path"])
-        if not path.is_file():
-            raise PipelineError(f"caption source {path} not found: create it (for the synthetic world, run the world stage) "
-                                f"or fix its path in params.yaml ingest.sources")
-        if path.suffix.lower() not in READERS:  # fails now, not after other sources were read
-            raise PipelineError(f"caption source {path}: unknown format {path.suffix!r}; valid: {', '.join(READERS.names())}")
+        if not isinstance(source, dict):
+            raise PipelineError(f"ingest source {source!r}: expected a mapping such as {{path: ..., column: ...}}")
+        kind = _kind_of(source)
+        unknown = set(source) - SOURCE_KINDS.get(kind).keys - COMMON_KEYS
+        if unknown:
+            raise PipelineError(f"ingest source {source}: unknown key {', '.join(sorted(map(str, unknown)))}; "
+                                f"keys are {_keys(kind)} for `{kind}:`")
         cap = source.get("max_captions")
-        if cap is not None and (not isinstance(cap, int) or cap < 0):
-            raise PipelineError(f"ingest source {path}: max_captions must be a non-negative integer or null, not {cap!r}")
-        name = str(source.get("name") or path.stem)
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
+            raise PipelineError(f"ingest source {source[kind]}: max_captions must be a non-negative integer or null, not {cap!r}")
+        read = SOURCE_KINDS.get(kind).check(source)
+        name = str(source.get("name") or read["default_name"])
         if name in {c["name"] for c in checked}:
             raise PipelineError(f"two ingest sources are named {name!r}: give them distinct `name:`s (stats are per source)")
-        checked.append({"path": path, "name": name, "column": source.get("column"), "max_captions": cap})
+        checked.append({**read, "kind": kind, "name": name, "max_captions": cap})
     return checked
 
 
@@ -228,9 +311,9 @@ def ingest(sources, out: Path, chunk: int = CHUNK, progress: Callable[[int], obj
         for source in sources:
             counts = dict.fromkeys(totals, 0)
             cap = source["max_captions"]
-            reader = READERS.get(source["path"].suffix.lower())
-            try:
-                for raw in reader(source["path"], source["column"], chunk):
+            # closing: a source left at its cap releases its file (or Hub connection) now
+            with closing(SOURCE_KINDS.get(source["kind"]).read(source, chunk)) as reader:
+                for raw in reader:
                     if cap is not None and counts["kept"] >= cap:
                         break
                     texts = _drop_and_dedup(raw, seen, counts, None if cap is None else cap - counts["kept"])
@@ -243,11 +326,6 @@ def ingest(sources, out: Path, chunk: int = CHUNK, progress: Callable[[int], obj
                         }, schema=SCHEMA))
                     if progress:
                         progress(len(raw))
-            except UnicodeDecodeError as e:
-                raise PipelineError(f"{source['path']} is not UTF-8 text ({e.reason}): "
-                                    f"re-encode it, e.g. iconv -f latin1 -t utf-8") from None
-            except (pa.ArrowInvalid, OSError) as e:
-                raise PipelineError(f"{source['path']} could not be read as {source['path'].suffix}: {e}") from None
             per_source[source["name"]] = counts
             for key in totals:
                 totals[key] += counts[key]
