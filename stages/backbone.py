@@ -35,9 +35,10 @@ def load_pairs(backbone: B.Backbone, split: str) -> tuple[pl.DataFrame, torch.Te
 def main(params: dict) -> None:
     cfg = params["backbone"]
     if cfg["pretrained"] == "world":
+        t = cfg["world_training"]
+        torch.manual_seed(t["seed"])  # the random initialisation, too, is part of the recipe
         model = B.create(cfg["model"], None)
         _, images, tokens = load_pairs(model, "train")
-        t = cfg["world_training"]
         train_clip(model.model, images, tokens, steps=t["steps"], batch_size=t["batch_size"], lr=t["lr"],
                    weight_decay=t["weight_decay"], seed=t["seed"])
         weights = OUT / "world.pt"
