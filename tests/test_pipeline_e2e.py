@@ -74,6 +74,7 @@ def test_repro_runs_every_stage_and_writes_metrics(project):
     assert {"R@1", "R@5", "R@10", "R@50", "subset_R@1", "subset_R@2", "subset_R@3"} <= set(cirr["lincir"])
     assert (root / "plots/world_circo_queries.png").stat().st_size > 1000
     assert (root / "dvclive/train/plots/metrics/loss.tsv").read_text().count("\n") == 1 + 4
+    assert "loss" in yaml.safe_load((root / "dvclive/train/metrics.json").read_text())
 
 
 def test_second_repro_runs_nothing(project):
