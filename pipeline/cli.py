@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline import score, submit
+from pipeline import bench, score, submit
 
-COMMANDS = [score, submit]
+COMMANDS = [score, submit, bench]
 
 
 def main(argv: list[str] | None = None) -> int:

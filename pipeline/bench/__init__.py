@@ -1,0 +1,38 @@
+"""`lincir bench`: each optimised path beside its reference path (pipeline/reference.py), on the
+same inputs in one run; prints the throughput of both, their ratio, and one JSON line.
+
+    lincir bench train --model ViT-B-32        phi training steps
+    lincir bench keywords --captions 20000     spaCy POS tagging
+    lincir bench tokens --captions 20000       tokenizing captions and masked captions
+    lincir bench embed --images 256            gallery image embedding
+    lincir bench memory --captions 2000000     peak RSS of ingest -> keywords -> tokens
+
+One module per target (pipeline/bench/<target>.py), each with add_parser(subparsers) and
+run(args). Inputs are synthetic and seeded (pipeline/bench/synthetic.py); results are
+recorded in BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+
+from pipeline.bench import embed, keywords, memory, tokens, train
+
+TARGETS = [train, keywords, tokens, embed, memory]
+HELP = "throughput of the optimised paths against the reference implementation (see BENCHMARKS.md)"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("bench", help=HELP, description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    targets = parser.add_subparsers(dest="target", required=True, metavar="{" + ",".join(
+        t.__name__.rsplit(".", 1)[1] for t in TARGETS) + "}")
+    for target in TARGETS:
+        target.add_parser(targets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["bench", *(argv if argv is not None else __import__("sys").argv[1:])])
+    return args.func(args)
