@@ -3,7 +3,9 @@
 Both run `pipeline.train.train_phi` on the same synthetic token arrays (CC3M-like
 lengths) with a random-weight text tower of a real open_clip architecture (speed does not
 depend on the weights; nothing is downloaded). The corpus is exactly one epoch of
-warm-up + N steps, so every batch of the epoch is timed once whatever the bucketing.
+warm-up + N steps, so every batch of the epoch is timed once whatever the bucketing; its
+batches are drawn from a full bucketing window (`sample_window`), so the optimised path
+sees the batch lengths that a run on a large corpus sees.
 """
 from __future__ import annotations
 
@@ -98,6 +100,34 @@ def build_tower(model: str, device: str):
     return tower, cfg["embed_dim"], tc["layers"], tc["width"]
 
 
+WINDOW = 64  # batches that pipeline.train sorts by length together
+
+
+def sample_window(ids, masked, lengths, batch: int, steps: int, seed: int):
+    """A corpus of steps + 1 batches whose bucketed batches are length buckets of one bucketing window of
+    WINDOW batches (the arrays' rows): the timed steps get buckets evenly spread from the shortest to the
+    longest, and the warm-up step (not timed) one in between. Rows come in random order; bucketing this
+    small corpus rebuilds exactly those batches, so the timed steps have the lengths that the steps of
+    a full-size run have (a corpus of a few batches, bucketed, would instead put its whole long tail
+    into one batch; buckets drawn at random would make a few steps' mean length a lottery)."""
+    import numpy as np
+
+    from pipeline.train import batch_indices
+
+    timed = ((np.arange(steps) + 0.5) * WINDOW / steps).astype(int)
+    # which bucket, by length rank, train_phi takes for step 0: it depends on the seed only
+    probe = np.repeat(np.arange(steps + 1), batch)
+    rank = int(probe[batch_indices(len(probe), batch, seed, 0, probe)][0])
+    lo = timed[rank - 1] + 1 if rank > 0 else 0
+    hi = timed[rank] - 1 if rank < steps else WINDOW - 1
+    free = [b for b in range(lo, hi + 1) if b not in timed] or [b for b in range(WINDOW) if b not in timed]
+    chosen = np.sort(np.append(timed, free[len(free) // 2]))
+    window = np.argsort(lengths, kind="stable").reshape(WINDOW, batch)
+    rows = window[chosen].reshape(-1)
+    rows = rows[np.random.default_rng([seed, 64]).permutation(len(rows))]  # a corpus arrives unsorted
+    return ids[rows], masked[rows], lengths[rows]
+
+
 def timed_train(tower, embed_dim: int, ids, masked, lengths, cfg, device: str) -> dict:
     """Runs train_phi; wall seconds of the whole call and wall and CPU seconds of steps 1..N (step 0
     is the warm-up)."""
@@ -153,10 +183,14 @@ def run(args) -> int:
     steps = args.steps or (20 if device == "cuda" else 3)
     torch.manual_seed(args.seed)
     tower, embed_dim, layers, width = build_tower(args.model, device)
+    if steps + 1 > WINDOW:
+        raise SystemExit(f"lincir bench train: at most {WINDOW - 1} steps (one bucketing window)")
     n = (steps + 1) * batch  # one epoch: warm-up + timed steps
     sot, eot = 49406, 49407  # open_clip's BPE; the placeholder is looked up from the tokenizer
     context = tower.module.positional_embedding.shape[0]
-    ids, masked, lengths = token_arrays(n, sot, eot, tower.placeholder_id, seed=args.seed, context_length=context)
+    window = token_arrays(WINDOW * batch, sot, eot, tower.placeholder_id, seed=args.seed, context_length=context)
+    ids, masked, lengths = sample_window(*window, batch, steps, args.seed)
+    window_tokens = float(np.sort(window[2]).reshape(WINDOW, batch).max(1).mean())  # each bucket's longest
     common = dict(steps=steps + 1, batch_size=batch, seed=args.seed, checkpoint_every=10 ** 9,
                   log_every=steps + 1)
     optimised = TrainConfig(**common, compile=args.compile)
@@ -187,8 +221,9 @@ def run(args) -> int:
     cache_s = cache_seconds(tower, ids, optimised, device)
     rows[1]["cache_captions_per_s"] = n / cache_s
 
-    notes = [f"mean tokens: context the tower runs on a step ({context} = full context); captions average "
-             f"{float(np.mean(lengths)):.1f} masked tokens",
+    notes = [f"mean tokens: context the tower runs on a timed step ({context} = full context); over a whole "
+             f"bucketing window of {WINDOW} batches the mean is {window_tokens:.1f}; captions average "
+             f"{float(np.mean(window[2])):.1f} masked tokens",
              f"z_c cache (optimised, once per distinct caption): {n / cache_s:,.0f} captions/s; "
              f"end-to-end includes it and the warm-up step (one epoch: the cache's worst case)"]
     peak = None
