@@ -15,8 +15,6 @@ join on `id`, or read both tables in order):
 """
 from __future__ import annotations
 
-import multiprocessing
-import os
 from functools import cache
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
+from pipeline.parallel import ordered_map, processes
 
 SCHEMA = pa.schema([
     ("id", pa.int64()),
@@ -115,53 +114,46 @@ def _tag_task(task: tuple) -> list[dict]:
     return tag_batch(*task)
 
 
-def processes(n_process: int | str) -> int:
-    """params keywords.n_process: a positive count, or "auto" for the cores this process may use."""
-    if n_process == "auto":
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if isinstance(n_process, bool) or not isinstance(n_process, int) or n_process < 1:
-        raise PipelineError(f"params keywords.n_process must be a positive integer or 'auto', not {n_process!r}")
-    return n_process
-
-
 def tag_captions(captions: Path, out: Path, model: str, pos: Sequence[str], batch_size: int = 2000,
                  n_process: int | str = 1,
                  chunk: int = CHUNK, progress: Callable[[int], object] | None = None) -> dict:
     """Tags every caption of the ingest table `captions` into the Parquet table `out`; returns stats.
 
-    With n_process > 1, batches go to a pool of processes that each run `nlp.pipe` and
-    send back only the rows. (spaCy's own `nlp.pipe(n_process=...)` sends back whole Docs,
-    tok2vec tensors included: deserialising them took the main process ~0.5 ms a caption,
-    half as much CPU as tagging, which caps it near 2k captions/s however many processes.)
-    Only one chunk is in flight at a time: memory stays bounded.
+    With n_process > 1 (or "auto"), batches go to worker processes that each run `nlp.pipe`
+    and send back only the rows. (spaCy's own `nlp.pipe(n_process=...)` sends back whole
+    Docs, tok2vec tensors included: deserialising them took the main process ~0.5 ms a
+    caption, half as much CPU as tagging, which caps it near 2k captions/s however many
+    processes.) At most `chunk` rows plus a few batches are held at a time: memory stays
+    bounded whatever the corpus size.
     """
     keep = check_pos(pos)
-    n_process = processes(n_process)
+    n_process = processes(n_process, "keywords.n_process")
     load_nlp(model)  # a missing model fails here, and forked workers inherit the loaded one
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")  # a killed run never leaves a half-written table
     stats = {"captions": 0, "no_keyword": 0, "spans": 0, "words": 0}
-    pool = multiprocessing.Pool(n_process) if n_process > 1 else None
-    try:
-        with pq.ParquetWriter(tmp, SCHEMA) as writer:
-            for part in pq.ParquetFile(captions).iter_batches(batch_size=chunk, columns=["id", "text"]):
-                ids, texts = part.column("id").to_pylist(), part.column("text").to_pylist()
-                tasks = [(model, keep, ids[i:i + batch_size], texts[i:i + batch_size], batch_size)
-                         for i in range(0, len(ids), batch_size)]
+    tasks = ((model, keep, part.column("id").to_pylist(), part.column("text").to_pylist(), batch_size)
+             for part in pq.ParquetFile(captions).iter_batches(batch_size=batch_size, columns=["id", "text"]))
+
+    def write(rows: list[dict]) -> None:
+        writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
+        stats["captions"] += len(rows)
+        stats["no_keyword"] += sum(not row["span_start"] for row in rows)
+        stats["spans"] += sum(len(row["span_start"]) for row in rows)
+        stats["words"] += sum(len(row["word_start"]) for row in rows)
+
+    with pq.ParquetWriter(tmp, SCHEMA) as writer:
+        rows: list[dict] = []
+        for batch in ordered_map(_tag_task, tasks, n_process):
+            rows += batch
+            if progress:
+                progress(len(batch))
+            if len(rows) >= chunk:
+                write(rows)
                 rows = []
-                for batch in pool.imap(_tag_task, tasks) if pool else map(_tag_task, tasks):
-                    rows += batch
-                    if progress:
-                        progress(len(batch))
-                writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
-                stats["captions"] += len(rows)
-                stats["no_keyword"] += sum(not row["span_start"] for row in rows)
-                stats["spans"] += sum(len(row["span_start"]) for row in rows)
-                stats["words"] += sum(len(row["word_start"]) for row in rows)
-    finally:
-        if pool:
-            pool.terminate()
+        if rows:
+            write(rows)
     tmp.replace(out)
     n = max(stats["captions"], 1)
     return {**stats, "spans_per_caption_mean": stats["spans"] / n, "words_per_caption_mean": stats["words"] / n,

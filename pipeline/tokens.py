@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from pipeline import masking
 from pipeline.errors import PipelineError
+from pipeline.parallel import ordered_map, processes
 
 CHUNK = 10_000  # captions per tokenizer call and per write
 FALLBACK_KINDS = masking.FALLBACK_KINDS + ("truncated",)
@@ -104,14 +105,55 @@ def mask_chunk(rows: list[tuple[int, str, dict]], strategy, params: dict) -> tup
     return texts, masked, np.array(expected), kinds
 
 
+@dataclass
+class Chunk:
+    """A chunk's token rows and what happened to them."""
+
+    ids: np.ndarray
+    masked: np.ndarray
+    truncated: dict[str, int]
+    fallbacks: dict[str, int]
+
+
+_WORK: dict = {}  # what tokenize_chunk needs besides the rows: set once a process by _start
+
+
+def _start(tokenizer, strategy, params: dict, context_length: int, special: Specials, fallback_row) -> None:
+    _WORK.update(tokenizer=tokenizer, strategy=strategy, params=params, c=context_length, special=special,
+                 fallback_row=fallback_row)
+
+
+def tokenize_chunk(batch: list[tuple[int, str, dict]]) -> Chunk:
+    """Masks and tokenizes a chunk of (id, text, keyword row); runs in a worker process when n_process > 1."""
+    w = _WORK
+    texts, masked_texts, expected, kinds = mask_chunk(batch, w["strategy"], w["params"])
+    ids, ids_cut, in_ids = encode(w["tokenizer"], texts, w["c"], w["special"])
+    masked, masked_cut, in_masked = encode(w["tokenizer"], masked_texts, w["c"], w["special"])
+    check_placeholders(batch, texts, masked_texts, in_ids, in_masked, expected)
+    cut_away = (masked == w["special"].placeholder).sum(1) == 0  # every placeholder past the context
+    masked[cut_away] = w["fallback_row"]  # the official fallback
+    fallbacks = dict.fromkeys(FALLBACK_KINDS, 0)
+    for kind in kinds:
+        if kind:
+            fallbacks[kind] += 1
+    fallbacks["truncated"] += int(cut_away.sum())
+    if max(ids.max(), masked.max()) >= 1 << 16:
+        raise PipelineError(f"token id {max(ids.max(), masked.max())} does not fit in uint16")
+    return Chunk(ids.astype(np.uint16), masked.astype(np.uint16),
+                 {"ids": int(ids_cut.sum()), "masked": int(masked_cut.sum())}, fallbacks)
+
+
 def tokenize_captions(captions: Path, keywords: Path, out_dir: Path, tokenizer, params: dict, model_name: str,
-                      context_length: int | None = None, chunk: int = CHUNK,
+                      context_length: int | None = None, chunk: int = CHUNK, n_process: int | str = 1,
                       progress: Callable[[int], object] | None = None) -> dict:
     """Writes ids/masked/lengths .npy and meta.json to `out_dir`; returns meta.
 
-    `params` is the `masking` section of params.yaml (strategy, n, seed).
+    `params` is the `masking` section of params.yaml (strategy, n, seed). With n_process > 1
+    (or "auto"), chunks are tokenized in worker processes (open_clip's tokenizer is Python:
+    one core does ~8k captions/s) and written in order: the same arrays for any count.
     """
     strategy = masking.check_params(params)
+    n_process = processes(n_process, "tokens.n_process")
     c = int(context_length or tokenizer.context_length)
     if getattr(tokenizer, "vocab_size", 0) > 1 << 16:
         raise PipelineError(f"the {model_name} tokenizer has {tokenizer.vocab_size} tokens: ids do not fit in uint16")
@@ -138,31 +180,22 @@ def tokenize_captions(captions: Path, keywords: Path, out_dir: Path, tokenizer, 
     placeholders = 0
     at = 0
     source = read_rows(captions, keywords, chunk)
-    while batch := [row for _, row in zip(range(chunk), source)]:
-        texts, masked_texts, expected, kinds = mask_chunk(batch, strategy, params)
-        ids, ids_cut, in_ids = encode(tokenizer, texts, c, special)
-        masked, masked_cut, in_masked = encode(tokenizer, masked_texts, c, special)
-        check_placeholders(batch, texts, masked_texts, in_ids, in_masked, expected)
-        survived = (masked == special.placeholder).sum(1)
-        cut_away = survived == 0  # every placeholder fell past the context: the official fallback
-        masked[cut_away] = fallback_row
-        for kind in kinds:
-            if kind:
-                fallbacks[kind] += 1
-        fallbacks["truncated"] += int(cut_away.sum())
-        truncated["ids"] += int(ids_cut.sum())
-        truncated["masked"] += int(masked_cut.sum())
-        placeholders += int((masked == special.placeholder).sum())
-        if max(ids.max(), masked.max()) >= 1 << 16:
-            raise PipelineError(f"token id {max(ids.max(), masked.max())} does not fit in uint16")
-        end = at + len(batch)
-        arrays["ids"][at:end] = ids
-        arrays["masked"][at:end] = masked
-        arrays["lengths"][at:end, 0] = (ids == special.eot).argmax(1) + 1
-        arrays["lengths"][at:end, 1] = (masked == special.eot).argmax(1) + 1
+    batches = iter(lambda: [row for _, row in zip(range(chunk), source)], [])
+    start = (tokenizer, strategy, params, c, special, fallback_row)
+    for part in ordered_map(tokenize_chunk, batches, n_process, _start, start):
+        for kind, count in part.fallbacks.items():
+            fallbacks[kind] += count
+        for kind, count in part.truncated.items():
+            truncated[kind] += count
+        placeholders += int((part.masked == special.placeholder).sum())
+        end = at + len(part.ids)
+        arrays["ids"][at:end] = part.ids
+        arrays["masked"][at:end] = part.masked
+        arrays["lengths"][at:end, 0] = (part.ids == special.eot).argmax(1) + 1
+        arrays["lengths"][at:end, 1] = (part.masked == special.eot).argmax(1) + 1
         at = end
         if progress:
-            progress(len(batch))
+            progress(len(part.ids))
     if at != n:
         raise PipelineError(f"{keywords} ended after {at} of {n} captions: re-run the keywords stage")
     for array in arrays.values():

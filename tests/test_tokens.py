@@ -106,11 +106,13 @@ def test_placeholders_cut_away_by_truncation_fall_back(tmp_path, tokenizer):
     assert (t.masked[1] == 259).sum() == 1
 
 
-def test_chunking_does_not_change_the_files(tables, tokenizer, tmp_path):
+def test_chunks_and_processes_do_not_change_the_files(tables, tokenizer, tmp_path):
     run(tables, tokenizer, tmp_path / "a", params={**PARAMS, "strategy": "random_token"})
     run(tables, tokenizer, tmp_path / "b", params={**PARAMS, "strategy": "random_token"}, chunk=2)
+    run(tables, tokenizer, tmp_path / "c", params={**PARAMS, "strategy": "random_token"}, chunk=3, n_process=2)
     for name in ("ids.npy", "masked.npy", "lengths.npy", "meta.json"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes() == \
+            (tmp_path / "c" / name).read_bytes()
 
 
 @pytest.mark.parametrize("strategy", masking.MASKING.names())

