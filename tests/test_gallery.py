@@ -1,0 +1,67 @@
+"""FAISS indexes of the gallery: exact flat search, approximate kinds close to it, GPU hand-off."""
+import faiss
+import numpy as np
+import pytest
+
+from pipeline import gallery
+from pipeline.errors import PipelineError
+
+
+def clustered(n=3000, d=32, seed=0):
+    """Latents in 30 clusters, like image embeddings (not uniform noise)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(30, d))
+    return (centres[rng.integers(0, 30, n)] + 0.5 * rng.normal(size=(n, d))).astype(np.float32)
+
+
+def top_k(index, queries, k):
+    return index.search(gallery.normalise(queries).astype(np.float32), k)[1]
+
+
+def test_flat_is_exact_cosine_over_the_given_rows():
+    x = clustered()
+    ids = np.arange(0, len(x), 2)  # a gallery that is a subset of the embedded images
+    index = gallery.build_index(x, ids, "flat")
+    queries = clustered(50, seed=1)
+    cos = gallery.normalise(queries) @ gallery.normalise(x[ids]).T
+    assert np.array_equal(top_k(index, queries, 10), ids[np.argsort(-cos, axis=1)[:, :10]])
+
+
+@pytest.mark.parametrize("kind, recall", [("hnsw", 0.95), ("ivf", 0.9)])
+def test_approximate_kinds_find_most_of_the_exact_neighbours(kind, recall):
+    x, queries = clustered(), clustered(100, seed=2)
+    ids = np.arange(len(x))
+    exact = top_k(gallery.build_index(x, ids, "flat"), queries, 10)
+    found = top_k(gallery.build_index(x, ids, kind), queries, 10)
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, found)])
+    assert overlap >= recall
+
+
+def test_unknown_index_kind_names_the_valid_ones():
+    with pytest.raises(PipelineError, match="flat, hnsw, ivf"):
+        gallery.build_index(clustered(100), np.arange(100), "annoy")
+
+
+def test_save_load_round_trip(tmp_path):
+    x = clustered(200)
+    indexes = {"": gallery.build_index(x, np.arange(200), "ivf")}
+    gallery.save(tmp_path, [f"img{i}" for i in range(200)], x, indexes)
+    names, latents, loaded = gallery.load(tmp_path)
+    assert names[3] == "img3" and np.array_equal(latents, x)
+    q = clustered(5, seed=3)
+    assert np.array_equal(top_k(loaded[""], q, 5), top_k(indexes[""], q, 5))
+
+
+def test_indexes_go_to_the_gpus_when_faiss_sees_one(monkeypatch):
+    index = gallery.build_index(clustered(100), np.arange(100), "flat")
+    assert gallery.on_gpus(index) is index  # faiss-cpu here: no GPU, nothing moves
+    moved = []
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda i: moved.append(i) or "on gpus", raising=False)
+    assert gallery.on_gpus(index) == "on gpus" and moved == [index]
+
+    def no_gpu_version(i):
+        raise RuntimeError("not implemented for this type of index")
+
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", no_gpu_version, raising=False)
+    assert gallery.on_gpus(index) is index  # e.g. HNSW: searched on the CPU
