@@ -105,6 +105,29 @@ def mask_chunk(rows: list[tuple[int, str, dict]], strategy, params: dict) -> tup
     return texts, masked, np.array(expected), kinds
 
 
+class NpyWriter:
+    """A .npy file of known shape written row block by row block, in order.
+
+    Not a writable memmap: the pages of a mapped output count in the process's RSS until
+    the kernel writes them back (+670 MB at 2M captions), plain writes leave them to the
+    page cache, so the stage's memory does not grow with the corpus.
+    """
+
+    def __init__(self, path: str, dtype, shape: tuple[int, int]):
+        self.dtype, self.shape, self.rows = np.dtype(dtype), shape, 0
+        self.file = open(path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(self.file, header)  # the header np.save / open_memmap write
+
+    def write(self, block: np.ndarray) -> None:
+        assert block.shape[1:] == self.shape[1:] and self.rows + len(block) <= self.shape[0], "rows past the shape"
+        self.file.write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
+        self.rows += len(block)
+
+    def close(self) -> None:
+        self.file.close()
+
+
 @dataclass
 class Chunk:
     """A chunk's token rows and what happened to them."""
@@ -170,37 +193,33 @@ def tokenize_captions(captions: Path, keywords: Path, out_dir: Path, tokenizer, 
     length_dtype = np.uint8 if c <= 255 else np.int16
     files = {name: out_dir / f"{name}.npy" for name in ("ids", "masked", "lengths")}
     # written under a .tmp name and renamed at the end: a killed run leaves no stale-looking output
-    arrays = {
-        "ids": np.lib.format.open_memmap(f"{files['ids']}.tmp", mode="w+", dtype=np.uint16, shape=(n, c)),
-        "masked": np.lib.format.open_memmap(f"{files['masked']}.tmp", mode="w+", dtype=np.uint16, shape=(n, c)),
-        "lengths": np.lib.format.open_memmap(f"{files['lengths']}.tmp", mode="w+", dtype=length_dtype, shape=(n, 2)),
-    }
+    arrays = {"ids": NpyWriter(f"{files['ids']}.tmp", np.uint16, (n, c)),
+              "masked": NpyWriter(f"{files['masked']}.tmp", np.uint16, (n, c)),
+              "lengths": NpyWriter(f"{files['lengths']}.tmp", length_dtype, (n, 2))}
     fallbacks = dict.fromkeys(FALLBACK_KINDS, 0)
     truncated = {"ids": 0, "masked": 0}
     placeholders = 0
-    at = 0
     source = read_rows(captions, keywords, chunk)
     batches = iter(lambda: [row for _, row in zip(range(chunk), source)], [])
     start = (tokenizer, strategy, params, c, special, fallback_row)
-    for part in ordered_map(tokenize_chunk, batches, n_process, _start, start):
-        for kind, count in part.fallbacks.items():
-            fallbacks[kind] += count
-        for kind, count in part.truncated.items():
-            truncated[kind] += count
-        placeholders += int((part.masked == special.placeholder).sum())
-        end = at + len(part.ids)
-        arrays["ids"][at:end] = part.ids
-        arrays["masked"][at:end] = part.masked
-        arrays["lengths"][at:end, 0] = (part.ids == special.eot).argmax(1) + 1
-        arrays["lengths"][at:end, 1] = (part.masked == special.eot).argmax(1) + 1
-        at = end
-        if progress:
-            progress(len(part.ids))
-    if at != n:
-        raise PipelineError(f"{keywords} ended after {at} of {n} captions: re-run the keywords stage")
-    for array in arrays.values():
-        array.flush()
-    arrays.clear()  # drops the memmaps, closing their files before they are renamed
+    try:
+        for part in ordered_map(tokenize_chunk, batches, n_process, _start, start):
+            for kind, count in part.fallbacks.items():
+                fallbacks[kind] += count
+            for kind, count in part.truncated.items():
+                truncated[kind] += count
+            placeholders += int((part.masked == special.placeholder).sum())
+            arrays["ids"].write(part.ids)
+            arrays["masked"].write(part.masked)
+            arrays["lengths"].write(np.stack([(part.ids == special.eot).argmax(1) + 1,
+                                              (part.masked == special.eot).argmax(1) + 1], axis=1))
+            if progress:
+                progress(len(part.ids))
+    finally:
+        for array in arrays.values():
+            array.close()
+    if arrays["ids"].rows != n:
+        raise PipelineError(f"{keywords} ended after {arrays['ids'].rows} of {n} captions: re-run the keywords stage")
     for name, path in files.items():
         Path(f"{path}.tmp").replace(path)
     meta = {
