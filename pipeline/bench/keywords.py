@@ -33,7 +33,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--n-process", type=n_process_arg, default="auto",
                    help="processes of the optimised path: a count, or auto = the cores available "
                         "(params keywords.n_process; default: auto)")
-    p.add_argument("--batch-size", type=int, default=2000, help="captions a nlp.pipe batch (params keywords.batch_size)")
+    p.add_argument("--batch-size", type=int, default=256, help="captions a nlp.pipe batch (params keywords.batch_size)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
