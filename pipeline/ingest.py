@@ -117,7 +117,7 @@ def read_parquet(path: Path, column: str | None, chunk: int) -> Iterator[list]:
 
 def _parquet_batches(file, label, column: str | None, chunk: int) -> Iterator[list]:
     """The column of a Parquet file (a path or a seekable file object), read row group by row group."""
-    parquet = pq.ParquetFile(file)
+    parquet = pq.ParquetFile(file, pre_buffer=False)  # pre-buffering grows with the file: pipeline/parquet.py
     _check_column(label, parquet.schema_arrow.names, column)
     for batch in parquet.iter_batches(batch_size=chunk, columns=[column]):
         yield batch.column(0).cast(pa.string()).to_pylist()

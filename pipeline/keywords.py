@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
 from pipeline.parallel import ordered_map, processes
+from pipeline.parquet import stream
 
 SCHEMA = pa.schema([
     ("id", pa.int64()),
@@ -166,7 +167,7 @@ def tag_captions(captions: Path, out: Path, model: str, pos: Sequence[str], batc
     tmp = out.with_name(out.name + ".tmp")  # a killed run never leaves a half-written table
     stats = {"captions": 0, "no_keyword": 0, "spans": 0, "words": 0}
     tasks = ((model, keep, part.column("id").to_pylist(), part.column("text").to_pylist(), batch_size)
-             for part in pq.ParquetFile(captions).iter_batches(batch_size=batch_size, columns=["id", "text"]))
+             for part in stream(captions, batch_size, ["id", "text"]))
 
     def write(rows: list[dict]) -> None:
         writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from pipeline import masking
 from pipeline.errors import PipelineError
 from pipeline.parallel import ordered_map, processes
+from pipeline.parquet import stream
 
 CHUNK = 10_000  # captions per tokenizer call and per write
 FALLBACK_KINDS = masking.FALLBACK_KINDS + ("truncated",)
@@ -80,8 +81,8 @@ def encode(tokenizer, texts: list[str], context_length: int, special: Specials) 
 
 def read_rows(captions: Path, keywords: Path, batch_size: int) -> Iterator[tuple[int, str, dict]]:
     """(id, text, keyword row) of every caption: the two tables are read side by side, in order."""
-    text_batches = pq.ParquetFile(captions).iter_batches(batch_size=batch_size, columns=["id", "text"])
-    keyword_batches = pq.ParquetFile(keywords).iter_batches(batch_size=batch_size)
+    text_batches = stream(captions, batch_size, ["id", "text"])
+    keyword_batches = stream(keywords, batch_size)
     texts = ((i, t) for b in text_batches for i, t in zip(b.column("id").to_pylist(), b.column("text").to_pylist()))
     rows = (row for b in keyword_batches for row in b.to_pylist())
     for (caption_id, text), row in zip(texts, rows):
