@@ -19,10 +19,15 @@ from pipeline.errors import PipelineError
 IN_FLIGHT_PER_WORKER = 2  # one being worked on, one waiting: workers never idle on the parent
 
 
+def cores() -> int:
+    """The cores this process may use (its CPU affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def processes(n_process: int | str, param: str) -> int:
     """A process-count param: a positive count, or "auto" for the cores this process may use."""
     if n_process == "auto":
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return cores()
     if isinstance(n_process, bool) or not isinstance(n_process, int) or n_process < 1:
         raise PipelineError(f"params {param} must be a positive integer or 'auto', not {n_process!r}")
     return n_process

@@ -88,17 +88,15 @@ class PosRules:
 
 
 @Language.factory("pos_rules")
-def make_pos_rules(nlp: Language, name: str) -> PosRules:
-    ruler = nlp.get_pipe("attribute_ruler")
-    words = rule_words(ruler)
-    if words is None:
-        raise ValueError("pos_rules: this attribute_ruler's POS rules are not a (tag, word) table; keep the ruler")
-    return PosRules(ruler, words)
+def make_pos_rules(nlp: Language, name: str, words: list[str]) -> PosRules:
+    """`words`: rule_words of the pipeline's attribute_ruler, which pos_rules consults."""
+    return PosRules(nlp.get_pipe("attribute_ruler"), set(words))
 
 
 def replace_ruler(nlp: Language) -> Language:
     """nlp with its attribute_ruler replaced by pos_rules where the ruler's rules allow it."""
-    if "attribute_ruler" in nlp.pipe_names and rule_words(nlp.get_pipe("attribute_ruler")) is not None:
-        nlp.add_pipe("pos_rules", after="attribute_ruler")
+    words = rule_words(nlp.get_pipe("attribute_ruler")) if "attribute_ruler" in nlp.pipe_names else None
+    if words is not None:
+        nlp.add_pipe("pos_rules", after="attribute_ruler", config={"words": sorted(words)})
         nlp.remove_pipe("attribute_ruler")
     return nlp

@@ -9,6 +9,8 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from pipeline.parallel import cores
+
 
 LOAD_AT_START = os.getloadavg()[0]  # read when `lincir bench` starts, before it loads the machine itself
 
@@ -22,13 +24,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def n_process_arg(value: str) -> int | str:

@@ -5,7 +5,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from pipeline.bench.common import cores, measure, report
+from pipeline.bench.common import measure, report
+from pipeline.parallel import cores
 
 HELP = "gallery embedding (images/s): pipeline.gallery.embed_images vs per-image fp32"
 DESCRIPTION = f"""{HELP}.
