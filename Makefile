@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # faiss-gpu where a CUDA driver is present, faiss-cpu elsewhere
 FAISS := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: setup repro test bench clean-venv
+.PHONY: setup repro test clean-venv
 
 setup: $(VENV)/.installed
 

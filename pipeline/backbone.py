@@ -20,7 +20,7 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives  # open-clip-torch is pinned
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 open_clip.add_model_config(Path(__file__).parent / "model_configs")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline import bench, score, submit
+from pipeline import perf, score, submit
 
-COMMANDS = [score, submit, bench]
+COMMANDS = [score, submit, perf]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pipeline.benchmarks import Benchmark, ImageSource, open_image
-from pipeline.registry import Registry
+from pipeline.core.registry import Registry
 
 INDEX = Registry("faiss index type")
 INDEX.register("flat")(lambda d, n: "Flat")  # exact; the default

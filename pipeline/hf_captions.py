@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 from urllib.parse import quote
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 PARQUET_REVISION = "refs/convert/parquet"
 

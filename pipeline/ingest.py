@@ -31,10 +31,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline import hf_captions
-from pipeline.errors import PipelineError
-from pipeline.registry import Registry
-
-PLACEHOLDER = "$"  # the token whose embedding phi's output replaces (pipeline/masking.py)
+from pipeline.core.errors import PipelineError
+from pipeline.core.placeholder import PLACEHOLDER  # stripped from every caption here
+from pipeline.core.registry import Registry
 SCHEMA = pa.schema([("id", pa.int64()), ("text", pa.string()), ("source", pa.string())])
 CHUNK = 100_000  # captions per read and per Parquet row group
 COMMON_KEYS = {"name", "max_captions"}  # keys of every source kind
@@ -117,7 +116,7 @@ def read_parquet(path: Path, column: str | None, chunk: int) -> Iterator[list]:
 
 def _parquet_batches(file, label, column: str | None, chunk: int) -> Iterator[list]:
     """The column of a Parquet file (a path or a seekable file object), read row group by row group."""
-    parquet = pq.ParquetFile(file, pre_buffer=False)  # pre-buffering grows with the file: pipeline/parquet.py
+    parquet = pq.ParquetFile(file, pre_buffer=False)  # pre-buffering grows with the file: pipeline/core/parquet.py
     _check_column(label, parquet.schema_arrow.names, column)
     for batch in parquet.iter_batches(batch_size=chunk, columns=[column]):
         yield batch.column(0).cast(pa.string()).to_pylist()

@@ -24,9 +24,10 @@ from typing import Callable, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.errors import PipelineError
-from pipeline.parallel import ordered_map, processes
-from pipeline.parquet import stream
+from pipeline.core.errors import PipelineError
+from pipeline.core.parallel import ordered_map, processes
+from pipeline.core.parquet import stream
+from pipeline.core.spans import runs
 
 SCHEMA = pa.schema([
     ("id", pa.int64()),
@@ -39,19 +40,6 @@ SCHEMA = pa.schema([
 CHUNK = 100_000  # captions per Parquet row group
 EXCLUDE = ["parser", "senter", "ner", "lemmatizer"]  # POS needs only tok2vec, tagger, attribute_ruler (or pos_rules)
 
-
-def runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
-    """Maximal runs of consecutive True flags, as [first, last] index pairs."""
-    found, first = [], None
-    for i, flag in enumerate(flags):
-        if flag and first is None:
-            first = i
-        elif not flag and first is not None:
-            found.append((first, i - 1))
-            first = None
-    if first is not None:
-        found.append((first, len(flags) - 1))
-    return found
 
 
 def keyword_spans(starts: Sequence[int], ends: Sequence[int], pos: Sequence[str], keep: set[str]) -> list[tuple[int, int]]:

@@ -26,10 +26,10 @@ from __future__ import annotations
 import random
 from typing import Callable, NamedTuple, Sequence
 
-from pipeline.errors import PipelineError
-from pipeline.ingest import PLACEHOLDER  # stripped from every caption there, so only masks make it
-from pipeline.keywords import runs
-from pipeline.registry import Registry
+from pipeline.core.errors import PipelineError
+from pipeline.core.placeholder import PLACEHOLDER
+from pipeline.core.spans import runs
+from pipeline.core.registry import Registry
 
 FALLBACK_CAPTION = f"a photo of {PLACEHOLDER}"
 NOUN_POS = {"NOUN", "PROPN"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.registry import Registry
+from pipeline.core.registry import Registry
 
 NOISE = Registry("noise")
 

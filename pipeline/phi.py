@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.registry import Registry
+from pipeline.core.registry import Registry
 
 PHI = Registry("phi variant")
 

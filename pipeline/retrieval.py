@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from pipeline.benchmarks.base import Benchmark, Query
 from pipeline.gallery import normalise
-from pipeline.registry import Registry
+from pipeline.core.registry import Registry
 from pipeline.text_encoder import TextTower, encode, text_tower
 
 METHODS = Registry("retrieval method")

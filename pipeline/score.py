@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from pipeline.benchmarks import BENCHMARKS, load_benchmark
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 HELP = "score a prediction file with a benchmark's official metrics (percent, as JSON)"
 

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 HELP = "write a benchmark's test-server submission file(s) with the trained phi"
 BACKBONE = Path("data/backbone/backbone.json")
@@ -58,15 +58,16 @@ def submit(name: str, split: str, out: Path) -> list[Path]:
     # imported here, not at the top: the `lincir` command imports every subcommand, and
     # `lincir score` needs none of torch, open_clip or faiss
     from pipeline import backbone as B
-    from pipeline import gallery, stage
-    from pipeline.benchmarks import check_images
-    from pipeline.params import load_params, section
+    from pipeline import gallery
+    from pipeline.core import stage
+    from pipeline.benchmarks import check_images, from_params
+    from pipeline.core.params import load_params, section
     from pipeline.phi import load_phi
     from pipeline.retrieval import answer, query_context
 
     params = load_params()
     embed, evaluate = section(params, "embed"), section(params, "evaluate")
-    bench = stage.benchmark(params, name, split)
+    bench = from_params(params, name, split)
     check_images(bench)  # every missing image, before any model work
     if not PHI.is_file():
         raise PipelineError(f"{PHI} not found: train phi first (dvc repro train)")

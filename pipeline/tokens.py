@@ -27,9 +27,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline import masking
-from pipeline.errors import PipelineError
-from pipeline.parallel import ordered_map, processes
-from pipeline.parquet import stream
+from pipeline.core.errors import PipelineError
+from pipeline.core.parallel import ordered_map, processes
+from pipeline.core.parquet import stream
 
 CHUNK = 10_000  # captions per tokenizer call and per write
 FALLBACK_KINDS = masking.FALLBACK_KINDS + ("truncated",)

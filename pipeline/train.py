@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.noise import NOISE, add_noise
 from pipeline.phi import PHI, build_phi
 from pipeline.text_encoder import TextTower, encode

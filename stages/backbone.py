@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline import backbone as B
-from pipeline import stage
+from pipeline.core import stage
 from pipeline.contrastive import retrieval_recall, train_clip
 
 WORLD = Path("data/world")

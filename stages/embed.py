@@ -9,13 +9,14 @@ import sys
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import backbone as B
-from pipeline import gallery, stage
-from pipeline.benchmarks import check_images
+from pipeline import gallery
+from pipeline.core import stage
+from pipeline.benchmarks import check_images, from_params
 
 
 def main(params: dict) -> None:
     name = sys.argv[1]
-    bench = stage.benchmark(params, name)
+    bench = from_params(params, name)
     check_images(bench)
     p = params["embed"]
     device = stage.device()

@@ -12,7 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from pipeline import backbone as B
-from pipeline import gallery, stage
+from pipeline import gallery
+from pipeline.benchmarks import from_params
+from pipeline.core import stage
 from pipeline.phi import load_phi
 from pipeline.retrieval import METHODS, answer, query_context
 from pipeline.visualize import query_grid
@@ -23,7 +25,7 @@ def main(params: dict) -> None:
     p = params["evaluate"]
     for m in p["methods"]:
         METHODS.get(m)  # an unknown method fails before any work
-    bench = stage.benchmark(params, name)
+    bench = from_params(params, name)
     bench.require_targets()
     device = stage.device()
     backbone = B.load(Path("data/backbone/backbone.json"), device)

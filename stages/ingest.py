@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from tqdm import tqdm
 
-from pipeline import stage
+from pipeline.core import stage
 from pipeline.ingest import ingest
 
 OUT = Path("data/ingest")

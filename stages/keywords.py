@@ -9,10 +9,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline import stage
-from pipeline.errors import PipelineError
+from pipeline.core import stage
+from pipeline.core.errors import PipelineError
 from pipeline.keywords import tag_captions
-from pipeline.parallel import processes
+from pipeline.core.parallel import processes
 
 CAPTIONS = Path("data/ingest/captions.parquet")
 OUT = Path("data/keywords")

@@ -9,11 +9,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline import stage
+from pipeline.core import stage
 from pipeline.backbone import get_tokenizer
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.masking import check_params
-from pipeline.parallel import processes
+from pipeline.core.parallel import processes
 from pipeline.tokens import tokenize_captions
 
 CAPTIONS = Path("data/ingest/captions.parquet")

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dvclive import Live
 
 from pipeline import backbone as B
-from pipeline import stage
-from pipeline.errors import PipelineError
+from pipeline.core import stage
+from pipeline.core.errors import PipelineError
 from pipeline.phi import save_phi
 from pipeline.text_encoder import text_tower
 from pipeline.tokens import load as load_tokens

@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script by dvc
 
-from pipeline import stage
+from pipeline.core import stage
 from pipeline.world import WorldConfig, generate
 
 OUT = Path("data/world")

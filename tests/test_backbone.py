@@ -9,7 +9,7 @@ import torch
 from huggingface_hub import constants as hf_constants
 
 from pipeline import backbone as B
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 MODEL = "lincir-world"  # registered from pipeline/model_configs/, small enough for a test
 HUB_REPO = "timm/vit_base_patch32_clip_224.openai"  # where open_clip fetches ViT-B-32/openai

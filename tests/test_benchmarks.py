@@ -7,7 +7,7 @@ from PIL import Image
 from pipeline.benchmarks import ImageSource, MissingImagesError, check_images, load_benchmark, open_image
 from pipeline.benchmarks.fashioniq import condition_texts
 from pipeline.benchmarks.genecis import crop_to_box, pad_to_square
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from tests.placeholder_images import ANNOTATIONS, linked_root, write_circo_image_info, write_placeholder_images
 
 needs_annotations = pytest.mark.skipif(

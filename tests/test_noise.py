@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.noise import NOISE, add_noise
 
 

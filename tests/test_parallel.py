@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.parallel import IN_FLIGHT_PER_WORKER, ordered_map, processes
+from pipeline.core.errors import PipelineError
+from pipeline.core.parallel import IN_FLIGHT_PER_WORKER, ordered_map, processes
 
 _OFFSET = {}
 

@@ -2,7 +2,7 @@
 import spacy
 from spacy.tokens import Doc
 
-from pipeline.bench.synthetic import caption_list
+from pipeline.perf.synthetic import caption_list
 from pipeline.keywords import EXCLUDE
 from pipeline.pos_rules import PosRules, replace_ruler, rule_words
 

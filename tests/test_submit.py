@@ -12,7 +12,7 @@ from PIL import Image
 from pipeline import backbone as B
 from pipeline.benchmarks import load_benchmark
 from pipeline.cli import main
-from pipeline.params import load_params
+from pipeline.core.params import load_params
 from pipeline.phi import build_phi, save_phi
 from pipeline.text_encoder import text_tower
 

@@ -8,7 +8,7 @@ import open_clip
 import pytest
 
 from pipeline import masking, tokens
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.ingest import ingest
 from pipeline.keywords import tag_captions
 

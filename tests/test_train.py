@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pipeline import backbone as B
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.phi import PHI, build_phi, load_phi, save_phi
 from pipeline.text_encoder import text_tower
 from pipeline.train import TrainConfig, batch_indices, train_phi

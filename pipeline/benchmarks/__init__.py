@@ -20,11 +20,11 @@ from pipeline.benchmarks.circo import read_circo
 from pipeline.benchmarks.cirr import read_cirr
 from pipeline.benchmarks.fashioniq import read_fashioniq
 from pipeline.benchmarks.genecis import crop_to_box, read_genecis
-from pipeline.errors import PipelineError
-from pipeline.registry import Registry
+from pipeline.core.errors import PipelineError
+from pipeline.core.registry import Registry
 
 __all__ = ["BENCHMARKS", "Benchmark", "ImageSource", "MissingImagesError", "Query",
-           "check_images", "load_benchmark", "open_image"]
+           "check_images", "from_params", "load_benchmark", "open_image"]
 
 BENCHMARKS: Registry[Callable[..., Benchmark]] = Registry("benchmark")
 BENCHMARKS.register("circo")(read_circo)
@@ -47,6 +47,15 @@ def load_benchmark(kind: str, root: Path, split: str, groups: Sequence[str] | No
     if kind not in GROUPED:
         raise PipelineError(f"{kind} has no groups to select; only {', '.join(GROUPED)} do")
     return reader(Path(root), split, groups=tuple(groups))
+
+
+def from_params(params: dict, name: str, split: str | None = None) -> Benchmark:
+    """The benchmark `name` of params.yaml's `benchmarks` list, read from its root; its own
+    split unless `split` is given (`lincir submit` reads the test split)."""
+    if name not in params["benchmarks"]:
+        raise PipelineError(f"no benchmark named {name!r} in params.yaml; names: {', '.join(params['benchmarks'])}")
+    b = params["benchmarks"][name]
+    return load_benchmark(b["kind"], Path(b["root"]), split or b["split"], b.get("groups"))
 
 
 class MissingImagesError(PipelineError):

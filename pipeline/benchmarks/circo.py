@@ -27,7 +27,7 @@ from pipeline.benchmarks.base import (
     entry_field,
     read_json,
 )
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 KS = (5, 10, 25, 50)
 ASPECT_K = 10

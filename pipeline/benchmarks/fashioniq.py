@@ -36,7 +36,7 @@ from pipeline.benchmarks.base import (
     annotation_list,
     entry_field,
 )
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 CATEGORIES = ("dress", "shirt", "toptee")
 KS = (10, 50)

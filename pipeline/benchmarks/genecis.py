@@ -39,7 +39,7 @@ from pipeline.benchmarks.base import (
     annotation_list,
     entry_field,
 )
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 KS = (1, 2, 3)
 DILATION = 0.7  # official DILATION in GeneCIS' vaw_dataset.py

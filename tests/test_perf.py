@@ -1,4 +1,4 @@
-"""`lincir bench`: every target runs at a tiny size and reports both paths and their ratio; the
+"""`lincir perf`: every target runs at a tiny size and reports both paths and their ratio; the
 reference paths compute what the optimised ones compute; the synthetic inputs look like CC3M."""
 import json
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import reference
-from pipeline.bench import synthetic
-from pipeline.bench.train import bf16_peak, build_tower, text_tower_flops
+from pipeline.perf import reference
+from pipeline.perf import synthetic
+from pipeline.perf.train import bf16_peak, build_tower, text_tower_flops
 from pipeline.cli import main
 from pipeline.text_encoder import encode
 from pipeline.train import TrainConfig, batch_indices, new_phi, smp_loss, text_latents, train_phi
@@ -17,7 +17,7 @@ SOT, EOT = 49406, 49407
 
 
 def bench(capsys, *argv) -> dict:
-    assert main(["bench", *argv]) == 0
+    assert main(["perf", *argv]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     record = json.loads(lines[-1])
     assert any(line.startswith("ratio (") for line in lines)  # the table's ratio line
@@ -38,32 +38,32 @@ def world_tower():
     return build_tower("lincir-world", "cpu")
 
 
-def test_bench_train_reports_both_paths(capsys):
+def test_perf_train_reports_both_paths(capsys):
     record = bench(capsys, "train", "--model", "lincir-world", "--batch-size", "8", "--steps", "2")
     both_paths(record, "captions_per_s")
     assert record["rows"][0]["mean_tokens"] == 32  # the reference runs the whole context
 
 
-def test_bench_keywords_reports_both_paths_and_the_same_spans(capsys):
+def test_perf_keywords_reports_both_paths_and_the_same_spans(capsys):
     record = bench(capsys, "keywords", "--captions", "40")
     both_paths(record, "captions_per_s")
-    assert record["same_spans"] >= 39 and "per_core" in record["ratio"]  # see pipeline/bench/keywords.py
+    assert record["same_spans"] >= 39 and "per_core" in record["ratio"]  # see pipeline/perf/keywords.py
 
 
-def test_bench_tokens_reports_both_paths_and_the_same_tokens(capsys):
+def test_perf_tokens_reports_both_paths_and_the_same_tokens(capsys):
     record = bench(capsys, "tokens", "--captions", "40")
     both_paths(record, "captions_per_s")
     assert record["same_tokens"]
 
 
-def test_bench_embed_reports_both_paths_and_the_same_latents(capsys):
+def test_perf_embed_reports_both_paths_and_the_same_latents(capsys):
     record = bench(capsys, "embed", "--model", "lincir-world", "--images", "4", "--batch-size", "2", "--workers", "0")
     both_paths(record, "images_per_s")
     assert record["min_cosine"] > 0.9999
 
 
-def test_bench_memory_measures_every_stage_in_a_subprocess(capsys):
-    assert main(["bench", "memory", "--captions", "30", "--scale", "1"]) == 0
+def test_perf_memory_measures_every_stage_in_a_subprocess(capsys):
+    assert main(["perf", "memory", "--captions", "30", "--scale", "1"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     stages = [row for row in record["rows"] if not row["path"].startswith("peak")]
     assert [row["path"] for row in stages] == ["ingest @ 30", "keywords @ 30", "tokens @ 30"]
@@ -71,8 +71,8 @@ def test_bench_memory_measures_every_stage_in_a_subprocess(capsys):
     assert all(row["max_rss_MB"] > 10 for row in stages)
 
 
-def test_bench_memory_reports_the_ratio_of_the_two_sizes(capsys, monkeypatch):
-    from pipeline.bench import memory
+def test_perf_memory_reports_the_ratio_of_the_two_sizes(capsys, monkeypatch):
+    from pipeline.perf import memory
 
     monkeypatch.setattr(memory, "corpus", lambda work, n, seed: None)
     monkeypatch.setattr(memory, "measure_stage", lambda stage, work, args: {

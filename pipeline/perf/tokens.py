@@ -1,11 +1,11 @@
-"""`lincir bench tokens`: tokenizing captions and their masked copies, tokens stage vs per caption."""
+"""`lincir perf tokens`: tokenizing captions and their masked copies, tokens stage vs per caption."""
 from __future__ import annotations
 
 import argparse
 import tempfile
 from pathlib import Path
 
-from pipeline.bench.common import measure, n_process_arg, report
+from pipeline.perf.common import measure, n_process_arg, report
 
 HELP = "tokenizing captions + masked captions (captions/s): pipeline.tokens vs one call a caption"
 DESCRIPTION = f"""{HELP}.
@@ -37,12 +37,12 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import numpy as np
 
-    from pipeline import reference
-    from pipeline.parallel import processes
+    from pipeline.perf import reference
+    from pipeline.core.parallel import processes
     from pipeline import tokens as T
     from pipeline.backbone import get_tokenizer
-    from pipeline.bench.keywords import POS, write_captions
-    from pipeline.bench.synthetic import caption_list
+    from pipeline.perf.keywords import POS, write_captions
+    from pipeline.perf.synthetic import caption_list
     from pipeline.keywords import tag_captions
 
     tokenizer = get_tokenizer(args.model)

@@ -1,7 +1,7 @@
 """The straightforward reference paths, as the authors' code (navervision/lincir) does them.
 
-`lincir bench` runs each beside the pipeline's optimised path on the same inputs. Each
-computes the same result as the optimised path (tests/test_bench.py checks it), so the
+`lincir perf` runs each beside the pipeline's optimised path on the same inputs. Each
+computes the same result as the optimised path (tests/test_perf.py checks it), so the
 ratio measures the optimisations, not a difference in the work done:
 
 - training (`train_config`, `smp_loss`): the official `train_phi.py` loop: every step

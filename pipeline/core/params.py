@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:

@@ -14,7 +14,7 @@ import os
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 IN_FLIGHT_PER_WORKER = 2  # one being worked on, one waiting: workers never idle on the parent
 

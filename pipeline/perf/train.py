@@ -1,4 +1,4 @@
-"""`lincir bench train`: phi training steps, optimised TrainConfig vs the reference one.
+"""`lincir perf train`: phi training steps, optimised TrainConfig vs the reference one.
 
 Both run `pipeline.train.train_phi` on the same synthetic token arrays (CC3M-like
 lengths) with a random-weight text tower of a real open_clip architecture (speed does not
@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.bench.common import report
+from pipeline.perf.common import report
 
 HELP = "phi training steps (captions/s): optimised TrainConfig vs the official loop's settings"
 DESCRIPTION = f"""{HELP}.
@@ -133,7 +133,7 @@ def timed_train(tower, embed_dim: int, ids, masked, lengths, cfg, device: str) -
     is the warm-up)."""
     import torch
 
-    from pipeline.bench.common import cpu_seconds
+    from pipeline.perf.common import cpu_seconds
     from pipeline.train import train_phi
 
     marks = {}
@@ -174,8 +174,8 @@ def run(args) -> int:
     import numpy as np
     import torch
 
-    from pipeline import reference
-    from pipeline.bench.synthetic import token_arrays
+    from pipeline.perf import reference
+    from pipeline.perf.synthetic import token_arrays
     from pipeline.train import PRECISIONS, TrainConfig, batch_indices
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -184,7 +184,7 @@ def run(args) -> int:
     torch.manual_seed(args.seed)
     tower, embed_dim, layers, width = build_tower(args.model, device)
     if steps + 1 > WINDOW:
-        raise SystemExit(f"lincir bench train: at most {WINDOW - 1} steps (one bucketing window)")
+        raise SystemExit(f"lincir perf train: at most {WINDOW - 1} steps (one bucketing window)")
     n = (steps + 1) * batch  # one epoch: warm-up + timed steps
     sot, eot = 49406, 49407  # open_clip's BPE; the placeholder is looked up from the tokenizer
     context = tower.module.positional_embedding.shape[0]

@@ -1,4 +1,4 @@
-"""`lincir bench memory`: peak memory of ingest -> keywords -> tokens at two corpus sizes.
+"""`lincir perf memory`: peak memory of ingest -> keywords -> tokens at two corpus sizes.
 
 Each stage function runs in its own subprocess, so its peak is its own: the kernel's
 high-water RSS of the stage process (VmHWM, which starts afresh at exec, unlike the
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.bench.common import n_process_arg, report
+from pipeline.perf.common import n_process_arg, report
 
 HELP = "peak RSS of ingest -> keywords -> tokens on N and scale x N synthetic captions"
 DESCRIPTION = f"""{HELP}.
@@ -27,7 +27,7 @@ Runs the real stage functions (pipeline.ingest.ingest, pipeline.keywords.tag_cap
 pipeline.tokens.tokenize_captions) with the params.yaml defaults on a synthetic CC3M-like
 corpus of --captions N, then of --scale x N, each stage in a subprocess. Issue target:
 2,000,000 captions under 2 GB peak RSS, and 10x the corpus no more:
-    lincir bench memory --captions 2000000 --scale 10
+    lincir perf memory --captions 2000000 --scale 10
 The corpus files are written to --workdir (default: a temporary folder, removed after);
 expect ~0.5 KB of disk a caption."""
 
@@ -54,8 +54,8 @@ def add_parser(subparsers) -> None:
 def run_stage(stage: str, work: Path, n_process: int | str, spacy_model: str, model: str) -> dict:
     """Runs one stage function on the files in `work` (in this process); returns captions and seconds
     (imports excluded, model loading included)."""
-    from pipeline.bench.keywords import POS
-    from pipeline.bench.tokens import MASKING
+    from pipeline.perf.keywords import POS
+    from pipeline.perf.tokens import MASKING
 
     if stage == "ingest":
         from pipeline.ingest import ingest
@@ -120,7 +120,7 @@ def _tree_memory(proc) -> tuple[int, int, int]:
 def measure_stage(stage: str, work: Path, args) -> dict:
     import psutil
 
-    cmd = [sys.executable, "-c", "import sys; from pipeline.bench.memory import stage_main; stage_main(sys.argv[1:])",
+    cmd = [sys.executable, "-c", "import sys; from pipeline.perf.memory import stage_main; stage_main(sys.argv[1:])",
            stage, str(work), str(args.n_process), args.spacy_model, args.model]
     out = work / f"{stage}.json"
     with open(out, "w") as stdout:
@@ -152,7 +152,7 @@ def measure_stage(stage: str, work: Path, args) -> dict:
 
 def corpus(work: Path, n: int, seed: int) -> None:
     """work/corpus.txt of n synthetic captions; re-used when one of the same (n, seed) is there."""
-    from pipeline.bench.synthetic import write_corpus
+    from pipeline.perf.synthetic import write_corpus
 
     marker = work / "corpus.json"
     want = {"captions": n, "seed": seed}

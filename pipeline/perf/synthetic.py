@@ -1,4 +1,4 @@
-"""Deterministic synthetic inputs for `lincir bench`: CC3M-like captions, token arrays, images.
+"""Deterministic synthetic inputs for `lincir perf`: CC3M-like captions, token arrays, images.
 
 Captions are real-looking English (CC3M style: "actor walks on the red carpet at the
 premiere") composed from a small vocabulary, so spaCy tags them as it tags real captions;

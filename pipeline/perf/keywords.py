@@ -1,11 +1,11 @@
-"""`lincir bench keywords`: spaCy POS tagging of captions, keywords stage vs the official loader's way."""
+"""`lincir perf keywords`: spaCy POS tagging of captions, keywords stage vs the official loader's way."""
 from __future__ import annotations
 
 import argparse
 import tempfile
 from pathlib import Path
 
-from pipeline.bench.common import measure, n_process_arg, report
+from pipeline.perf.common import measure, n_process_arg, report
 
 HELP = "keyword tagging (captions/s and per core): pipeline.keywords vs per-caption full spaCy"
 DESCRIPTION = f"""{HELP}.
@@ -55,9 +55,9 @@ def run(args) -> int:
     import pyarrow.parquet as pq
 
     from pipeline import keywords as K
-    from pipeline import reference
-    from pipeline.parallel import processes
-    from pipeline.bench.synthetic import caption_list
+    from pipeline.perf import reference
+    from pipeline.core.parallel import processes
+    from pipeline.perf.synthetic import caption_list
 
     texts = caption_list(args.captions, args.seed)
     K.load_nlp(args.spacy_model)

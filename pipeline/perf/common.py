@@ -9,10 +9,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from pipeline.parallel import cores
+from pipeline.core.parallel import cores
 
 
-LOAD_AT_START = os.getloadavg()[0]  # read when `lincir bench` starts, before it loads the machine itself
+LOAD_AT_START = os.getloadavg()[0]  # read when `lincir perf` starts, before it loads the machine itself
 
 
 def cpu_model() -> str:
@@ -77,7 +77,7 @@ def report(bench: str, setup: dict, columns: list[str], rows: list[dict], ratio:
     record = {"bench": bench, **setup, "machine": machine(device), "rows": rows, "ratio": ratio}
     head = ", ".join(f"{k}={v}" for k, v in setup.items())
     m = record["machine"]
-    printer(f"lincir bench {bench}: {head}")
+    printer(f"lincir perf {bench}: {head}")
     printer(f"machine: {m['cpu']}, {m['cores']} cores, 1-min load average {m['load_avg_1m_start']} at start, "
             f"{m['load_avg_1m_end']} at end (this bench included)"
             + (f", GPU {m['gpu']}" if "gpu" in m else ""))

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from pipeline.errors import PipelineError
-from pipeline.params import load_params
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import load_params
 
 
 def run(main: Callable[[dict], None]) -> None:
@@ -30,13 +30,3 @@ def write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + "\n")
 
-
-def benchmark(params: dict, name: str, split: str | None = None):
-    """The benchmark `name` of params.yaml's `benchmarks` list, read from its root; its own
-    split unless `split` is given (`lincir submit` reads the test split)."""
-    from pipeline.benchmarks import load_benchmark
-
-    if name not in params["benchmarks"]:
-        raise PipelineError(f"no benchmark named {name!r} in params.yaml; names: {', '.join(params['benchmarks'])}")
-    b = params["benchmarks"][name]
-    return load_benchmark(b["kind"], Path(b["root"]), split or b["split"], b.get("groups"))

@@ -1,12 +1,12 @@
-"""`lincir bench embed`: gallery image embedding, pipeline.gallery vs one image at a time."""
+"""`lincir perf embed`: gallery image embedding, pipeline.gallery vs one image at a time."""
 from __future__ import annotations
 
 import argparse
 import tempfile
 from pathlib import Path
 
-from pipeline.bench.common import measure, report
-from pipeline.parallel import cores
+from pipeline.perf.common import measure, report
+from pipeline.core.parallel import cores
 
 HELP = "gallery embedding (images/s): pipeline.gallery.embed_images vs per-image fp32"
 DESCRIPTION = f"""{HELP}.
@@ -34,10 +34,10 @@ def run(args) -> int:
     import numpy as np
     import torch
 
-    from pipeline import reference
+    from pipeline.perf import reference
     from pipeline.backbone import create, freeze
     from pipeline.benchmarks import ImageSource
-    from pipeline.bench.synthetic import write_images
+    from pipeline.perf.synthetic import write_images
     from pipeline.gallery import embed_images
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device

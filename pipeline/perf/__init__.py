@@ -1,0 +1,38 @@
+"""`lincir perf`: each optimised path beside its reference path (pipeline/perf/reference.py), on the
+same inputs in one run; prints the throughput of both, their ratio, and one JSON line.
+
+    lincir perf train --model ViT-B-32        phi training steps
+    lincir perf keywords --captions 20000     spaCy POS tagging
+    lincir perf tokens --captions 20000       tokenizing captions and masked captions
+    lincir perf embed --images 256            gallery image embedding
+    lincir perf memory --captions 2000000     peak RSS of ingest -> keywords -> tokens
+
+One module per target (pipeline/perf/<target>.py), each with add_parser(subparsers) and
+run(args). Inputs are synthetic and seeded (pipeline/perf/synthetic.py); results are
+recorded in BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+
+from pipeline.perf import embed, keywords, memory, tokens, train
+
+TARGETS = [train, keywords, tokens, embed, memory]
+HELP = "throughput of the optimised paths against the reference implementation (see BENCHMARKS.md)"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("perf", help=HELP, description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    targets = parser.add_subparsers(dest="target", required=True, metavar="{" + ",".join(
+        t.__name__.rsplit(".", 1)[1] for t in TARGETS) + "}")
+    for target in TARGETS:
+        target.add_parser(targets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.perf")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["perf", *(argv if argv is not None else __import__("sys").argv[1:])])
+    return args.func(args)

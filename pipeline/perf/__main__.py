@@ -1,0 +1,5 @@
+import sys
+
+from pipeline.perf import main
+
+sys.exit(main())

@@ -1,0 +1,108 @@
+"""dvc.yaml's code deps cannot drift: every project module a stage script imports (directly or
+through other project modules, at top level or inside functions) must be covered by that
+stage's deps, a file dep or a folder dep above it."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def module_file(name: str) -> Path | None:
+    """The project file of a dotted module name, or None when it is not ours."""
+    if name != "pipeline" and not name.startswith("pipeline."):
+        return None
+    base = ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            names.add(base)
+            # `from pipeline import gallery` imports the module pipeline/gallery.py
+            names.update(f"{base}.{a.name}" for a in node.names)
+    return names
+
+
+def project_closure(script: Path) -> set[Path]:
+    """Every project file `script` reaches by imports, with the packages' __init__ files
+    that Python runs on the way."""
+    seen, todo = set(), [script]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in imported_modules(path):
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):  # pipeline/__init__.py, pipeline/core/__init__.py, ...
+                found = module_file(".".join(parts[:i]))
+                if found and found not in seen:
+                    todo.append(found)
+    return seen
+
+
+def stages() -> list[tuple[str, str, list[str]]]:
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    found = []
+    for name, stage in spec["stages"].items():
+        stage = stage.get("do", stage)
+        deps = [str(d) for d in stage.get("deps", [])]
+        found.append((name, stage["cmd"], deps))
+    return found
+
+
+def covered(path: Path, deps: list[str]) -> bool:
+    rel = path.relative_to(ROOT)
+    return any(rel == Path(d) or Path(d) in rel.parents for d in deps)
+
+
+@pytest.mark.parametrize("name,cmd,deps", stages(), ids=[s[0] for s in stages()])
+def test_every_imported_project_file_is_a_dep(name, cmd, deps):
+    script = ROOT / cmd.split()[1]
+    assert script.is_file(), f"stage {name}: {script} does not exist"
+    missing = sorted(str(p.relative_to(ROOT)) for p in project_closure(script)
+                     if p.name != "__init__.py" or p.parent != ROOT / "pipeline"
+                     if not covered(p, deps))
+    assert not missing, f"dvc.yaml stage {name!r} imports these files but does not list them in deps: {missing}"
+
+
+@pytest.mark.parametrize("name,cmd,deps", stages(), ids=[s[0] for s in stages()])
+def test_no_code_dep_the_stage_does_not_import(name, cmd, deps):
+    """An extra code dep re-runs a stage for nothing; a missing path is a typo."""
+    closure = project_closure(ROOT / cmd.split()[1])
+    for dep in (d for d in deps if d.startswith(("pipeline/", "stages/"))):
+        path = ROOT / dep
+        assert path.exists(), f"stage {name!r} lists {dep}, which does not exist"
+        if path.is_dir() and not any(path.rglob("*.py")):
+            continue  # data read by code, e.g. pipeline/model_configs
+        assert any(covered(p, [dep]) for p in closure), f"stage {name!r} lists {dep} but never imports it"
+
+
+def test_package_init_holds_no_code():
+    # pipeline/__init__.py runs in every stage but is not a dep of each: it must stay a docstring
+    body = ast.parse((ROOT / "pipeline" / "__init__.py").read_text()).body
+    assert len(body) <= 1 and all(isinstance(n, ast.Expr) for n in body)
+
+
+def test_closure_follows_function_level_imports(tmp_path):
+    # stages/evaluate.py reaches pipeline/benchmarks through pipeline/core/stage.py's function-level import
+    closure = project_closure(ROOT / "stages" / "evaluate.py")
+    assert ROOT / "pipeline" / "benchmarks" / "__init__.py" in closure
+    assert ROOT / "pipeline" / "core" / "errors.py" in closure
