@@ -10,7 +10,7 @@ import difflib
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +23,15 @@ from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives  # open
 from pipeline.core.errors import PipelineError
 
 open_clip.add_model_config(Path(__file__).parent / "model_configs")
+
+
+@dataclass
+class BackboneConfig:
+    """params.yaml `backbone` (stages/backbone.py); `world_training` is used with pretrained: world."""
+
+    model: str
+    pretrained: str
+    world_training: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -88,7 +97,11 @@ def save_checkpoint(model: torch.nn.Module, path: Path, extra: dict | None = Non
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"state_dict": model.state_dict(), **(extra or {})}, tmp)
+    try:
+        torch.save({"state_dict": model.state_dict(), **(extra or {})}, tmp)
+    except RuntimeError as e:  # torch reports a failed write (a full disk) as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise PipelineError(f"cannot write {path}: {str(e)[:200]}; is the disk full?") from None
     tmp.replace(path)
 
 

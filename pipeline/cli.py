@@ -3,9 +3,11 @@ registers itself with `add_parser(subparsers)`; the pipeline itself runs with `d
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 
 from pipeline import perf, score, submit
+from pipeline.core.errors import PipelineError
 
 COMMANDS = [score, submit, perf]
 
@@ -14,11 +16,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lincir",
         description="LinCIR pipeline tools. The pipeline itself runs with `dvc repro` (see README.md).")
+    parser.add_argument("--version", action="version",
+                        version=f"lincir {importlib.metadata.version('lincir-pipeline')}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(subparsers)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except PipelineError as e:  # every command answers bad input the same way
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ stage is re-used by every `dvc exp run` that changes training.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -14,13 +15,29 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline.benchmarks import Benchmark, ImageSource, open_image
+from pipeline.benchmarks import Benchmark, ImageSource, open_image, to_rgb
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import at_least
 from pipeline.core.registry import Registry
 
 INDEX = Registry("faiss index type")
 INDEX.register("flat")(lambda d, n: "Flat")  # exact; the default
 INDEX.register("hnsw")(lambda d, n: "HNSW32")  # approximate, for galleries of millions
 INDEX.register("ivf")(lambda d, n: f"IVF{max(1, min(4096, int(4 * np.sqrt(n))))},Flat")
+
+
+@dataclass
+class EmbedConfig:
+    """params.yaml `embed` (stages/embed.py)."""
+
+    batch_size: int = 256
+    num_workers: int = 0
+    index: str = "flat"
+
+    def check(self) -> None:
+        INDEX.get(self.index)  # a typo fails now, not after the whole gallery is embedded
+        at_least("embed.batch_size", self.batch_size, 1)
+        at_least("embed.num_workers", self.num_workers, 0)
 
 
 class _Images(Dataset):
@@ -31,7 +48,7 @@ class _Images(Dataset):
         return len(self.sources)
 
     def __getitem__(self, i):
-        return self.preprocess(open_image(self.sources[i]).convert("RGB"))
+        return self.preprocess(to_rgb(open_image(self.sources[i])))
 
 
 @torch.no_grad()
@@ -42,9 +59,12 @@ def embed_images(model: torch.nn.Module, preprocess, sources: list[ImageSource],
                         pin_memory=device == "cuda")
     dtype = torch.float16 if device == "cuda" else torch.float32
     out = []
-    for images in tqdm(loader, desc="embedding images", unit="batch"):
-        with torch.autocast(device, dtype=dtype, enabled=device == "cuda"):
-            out.append(model.encode_image(images.to(device)).float().cpu())
+    try:
+        for images in tqdm(loader, desc="embedding images", unit="batch"):
+            with torch.autocast(device, dtype=dtype, enabled=device == "cuda"):
+                out.append(model.encode_image(images.to(device)).float().cpu())
+    except PipelineError as e:  # from a worker, its message carries the worker's traceback: keep the last line
+        raise PipelineError(str(e).strip().splitlines()[-1].split("PipelineError: ", 1)[-1]) from None
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 

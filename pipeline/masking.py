@@ -24,9 +24,11 @@ but `$$` and `$,` are others.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.params import at_least, typed
 from pipeline.core.placeholder import PLACEHOLDER
 from pipeline.core.spans import runs
 from pipeline.core.registry import Registry
@@ -117,12 +119,23 @@ def caption_rng(seed: int, caption_id: int) -> random.Random:
     return random.Random(seed * 2**40 + caption_id)
 
 
+@dataclass
+class MaskingConfig:
+    """params.yaml `masking` (stages/tokens.py)."""
+
+    strategy: str = "all_keywords"
+    n: int = 1  # spans kept by n_keywords
+    seed: int = 0
+
+
 def check_params(params: dict) -> Strategy:
     """The strategy that params `masking` selects; an unknown name is an error listing the valid ones."""
+    cfg = typed(MaskingConfig, params, "masking")
     try:
-        strategy = MASKING.get(params.get("strategy"))
+        strategy = MASKING.get(cfg.strategy)
     except ValueError as e:
         raise PipelineError(f"params masking.strategy: {e}") from None
-    if strategy is n_keywords and (not isinstance(params.get("n"), int) or params["n"] < 1):
-        raise PipelineError(f"masking.n must be a positive integer for n_keywords, not {params.get('n')!r}")
+    if strategy is n_keywords:
+        at_least("masking.n", cfg.n, 1)
+    at_least("masking.seed", cfg.seed, 0)
     return strategy

@@ -7,7 +7,8 @@ reference image only, and the normalised average of the two).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import string
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -15,6 +16,9 @@ import torch.nn.functional as F
 
 from pipeline.benchmarks.base import Benchmark, Query
 from pipeline.gallery import normalise
+from pipeline.core.errors import PipelineError, quoted
+from pipeline.core.params import at_least
+from pipeline.core.placeholder import PLACEHOLDER
 from pipeline.core.registry import Registry
 from pipeline.text_encoder import TextTower, encode, text_tower
 
@@ -121,3 +125,38 @@ def answer(bench: Benchmark, ctx: QueryContext, indexes: dict, names: list[str],
            ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Rankings of every query of `bench` by `method`: what evaluate scores and submit writes."""
     return rank(bench, METHODS.get(method)(ctx, bench.queries), indexes, names, ctx.latents)
+
+
+@dataclass
+class EvaluateConfig:
+    """params.yaml `evaluate` (stages/evaluate.py)."""
+
+    template: str = f"a photo of {PLACEHOLDER} that {{}}"
+    methods: list[str] = field(default_factory=lambda: ["lincir"])
+    normalize_image_latent: bool = False
+    grid_queries: int = 6
+    grid_top_k: int = 5
+
+    def check(self) -> None:
+        check_template(self.template)
+        for method in self.methods:
+            METHODS.get(method)
+        at_least("evaluate.grid_queries", self.grid_queries, 0)
+        at_least("evaluate.grid_top_k", self.grid_top_k, 1)
+
+
+def check_template(template: str) -> None:
+    """The query prompt needs one placeholder for phi's token and one `{}` for the condition."""
+    fields = [f for _, f, spec, conv in string.Formatter().parse(template) if f is not None] \
+        if _parses(template) else None
+    if fields != [""] or template.count(PLACEHOLDER) != 1:
+        raise PipelineError(f"params.yaml: evaluate.template must hold exactly one {PLACEHOLDER!r} (phi's token) and "
+                            f"one '{{}}' (the condition), e.g. 'a photo of $ that {{}}'; not {quoted(template)}")
+
+
+def _parses(template: str) -> bool:
+    try:
+        template.format("x")
+        return True
+    except (ValueError, IndexError, KeyError):
+        return False

@@ -44,9 +44,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         bench = load_benchmark(args.benchmark, args.root, args.split, groups=args.groups)
         rankings, candidate_rankings = bench.read_predictions(args.predictions, args.subset_predictions)
-        scores = bench.score(rankings, candidate_rankings)
+        # the official evaluator's numbers, then its breakdown (CIRCO: mAP@10 per semantic aspect)
+        scores = {**bench.score(rankings, candidate_rankings), **bench.breakdown(rankings, candidate_rankings)}
     except PipelineError as e:
-        print(f"lincir score: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
     print(json.dumps(scores))
     return 0

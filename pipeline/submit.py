@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         written = submit(args.benchmark, args.split, args.out)
     except PipelineError as e:
-        print(f"lincir submit: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
     print("\n".join(str(path) for path in written))
     return 0

@@ -35,6 +35,16 @@ CHUNK = 10_000  # captions per tokenizer call and per write
 FALLBACK_KINDS = masking.FALLBACK_KINDS + ("truncated",)
 
 
+@dataclass
+class TokensConfig:
+    """params.yaml `tokens` (stages/tokens.py)."""
+
+    n_process: int | str = "auto"
+
+    def check(self) -> None:
+        processes(self.n_process, "tokens.n_process")
+
+
 @dataclass(frozen=True)
 class Specials:
     sot: int

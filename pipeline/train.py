@@ -18,7 +18,6 @@ a run resumed from a checkpoint continues exactly as if it had never stopped.
 from __future__ import annotations
 
 import os
-import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -31,7 +30,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, quoted
+from pipeline.core.params import at_least, below
 from pipeline.noise import NOISE, add_noise
 from pipeline.phi import PHI, build_phi
 from pipeline.text_encoder import TextTower, encode
@@ -61,7 +61,15 @@ class TrainConfig:
     def check(self) -> None:
         NOISE.get(self.noise), PHI.get(self.phi_variant)  # unknown names fail before any work
         if self.precision != "auto" and self.precision not in PRECISIONS:
-            raise PipelineError(f"unknown train.precision {self.precision!r}; valid: auto, {', '.join(PRECISIONS)}")
+            raise PipelineError(f"unknown train.precision {quoted(self.precision)}; valid: auto, {', '.join(PRECISIONS)}")
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            at_least(f"train.{name}", getattr(self, name), 1)
+        at_least("train.seed", self.seed, 0)
+        for name in ("weight_decay", "noise_scale", "dropout"):
+            at_least(f"train.{name}", getattr(self, name), 0)
+        below("train.dropout", self.dropout, 1)
+        if self.lr <= 0:
+            raise PipelineError(f"params.yaml: train.lr must be positive, not {self.lr!r}")
 
     def autocast_dtype(self, device: str):
         return PRECISIONS[("bf16" if device == "cuda" else "fp32") if self.precision == "auto" else self.precision]
@@ -153,20 +161,23 @@ def train_phi(tower: TextTower, embed_dim: int, ids, masked, cfg: TrainConfig, *
               fingerprint: str = "", lengths: np.ndarray | None = None,
               log: Callable[[int, dict], None] = lambda step, values: None) -> torch.nn.Module:
     """ids/masked: [N, C] token arrays (numpy, memmap or tensors); lengths: masked tokens a row
-    (for bucketing). Returns phi (unwrapped, in eval mode)."""
+    (for bucketing). Returns phi (unwrapped, in eval mode). `log(step, {"loss": ...})` sees every
+    logged point once, those of a resumed run's earlier part first (they are in the checkpoint)."""
     cfg.check()
     part = Dist.from_env(device)
     dtype = cfg.autocast_dtype(device)
     phi = new_phi(tower, embed_dim, cfg, device)
     fused = device == "cuda"  # one kernel for the whole AdamW update
     opt = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-    start = 0
+    start, history = 0, []
     state = resumable(checkpoint, cfg, fingerprint, device)
     if state:
         phi.load_state_dict(state["state_dict"])
         opt.load_state_dict(state["optimizer"])
-        start = state["step"]
+        start, history = state["step"], state["history"]
         print(f"resuming phi training at step {start} from {checkpoint}")
+        for step, values in history:
+            log(step, values)
     if device == "cuda":  # the token arrays fit on the GPU: no host copies in the loop
         ids, masked = (torch.from_numpy(np.asarray(a).astype(np.int32)).to(device) for a in (ids, masked))
     targets = text_latents(tower, ids, 4 * cfg.batch_size, device, dtype, cfg.truncate, part) \
@@ -177,7 +188,6 @@ def train_phi(tower: TextTower, embed_dim: int, ids, masked, cfg: TrainConfig, *
     phi.train()
     bar = tqdm(range(start, cfg.steps), desc="phi training (SMP)", unit="step", initial=start, total=cfg.steps,
                disable=part.rank > 0)
-    seen, clock = 0, time.perf_counter()
     for step in bar:
         idx = batch_indices(len(ids), cfg.batch_size, cfg.seed, step, bucket)[part.rank::part.world]
         masked_ids = _rows(masked, idx, device)
@@ -194,28 +204,40 @@ def train_phi(tower: TextTower, embed_dim: int, ids, masked, cfg: TrainConfig, *
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        seen += len(idx) * part.world
         if part.rank > 0:
             continue
         if step % cfg.log_every == 0 or step + 1 == cfg.steps:
-            value = loss.item()
-            log(step, {"loss": value, "captions_per_s": seen / (time.perf_counter() - clock)})
-            bar.set_postfix(loss=f"{value:.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            save_training_state(phi, opt, step + 1, cfg, fingerprint, checkpoint)
+            # only the loss is logged: a wall-clock rate would make DVC-tracked files differ run to run
+            values = {"loss": loss.item()}
+            history.append((step, values))
+            log(step, values)
+            bar.set_postfix(loss=f"{values['loss']:.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            save_training_state(phi, opt, step + 1, cfg, fingerprint, checkpoint, history)
     return phi.eval()
 
 
 def resumable(checkpoint: Path, cfg: TrainConfig, fingerprint: str, device: str = "cpu") -> dict | None:
-    """The saved training state, if `checkpoint` is from a run of this config on these inputs."""
+    """The saved state of a killed run, if `checkpoint` is from a run of this config on these inputs
+    with this code (the fingerprint). An unreadable checkpoint is ignored with a warning: it only
+    saves time, and training from step 0 gives the same phi."""
     if not Path(checkpoint).is_file():
         return None
-    state = torch.load(checkpoint, map_location=device, weights_only=True)
-    return state if state["config"] == asdict(cfg) and state["fingerprint"] == fingerprint else None
+    try:
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        match = state["config"] == asdict(cfg) and state["fingerprint"] == fingerprint
+        if match and not 0 < state["step"] < cfg.steps:
+            raise ValueError(f"step {state['step']} is outside 1..{cfg.steps - 1}")
+    except Exception as e:  # noqa: BLE001  (torch raises many kinds for a damaged file)
+        print(f"warning: ignoring the unreadable checkpoint {checkpoint} ({type(e).__name__}: {str(e)[:200]}); "
+              f"training from step 0")
+        return None
+    return state if match else None
 
 
-def save_training_state(phi, opt, step: int, cfg: TrainConfig, fingerprint: str, path: Path) -> None:
+def save_training_state(phi, opt, step: int, cfg: TrainConfig, fingerprint: str, path: Path,
+                        history: list) -> None:
     from pipeline.backbone import save_checkpoint
 
     save_checkpoint(phi, path, extra={"optimizer": opt.state_dict(), "step": step, "config": asdict(cfg),
-                                      "fingerprint": fingerprint})
+                                      "fingerprint": fingerprint, "history": history})

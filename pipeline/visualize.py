@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.benchmarks import Benchmark, open_image
+from pipeline.benchmarks import Benchmark, open_image, to_rgb
 
 CELL = 112
 TEXT_W = 220
@@ -36,4 +36,4 @@ def query_grid(bench: Benchmark, rankings: dict[str, list[str]], query_ids: list
 
 
 def _thumb(bench: Benchmark, name: str) -> Image.Image:
-    return open_image(bench.images[name]).convert("RGB").resize((CELL - 8, CELL - 8))
+    return to_rgb(open_image(bench.images[name])).resize((CELL - 8, CELL - 8))

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from pipeline import backbone as B
 from pipeline.core import stage
+from pipeline.core.params import section, typed
 from pipeline.contrastive import retrieval_recall, train_clip
 
 WORLD = Path("data/world")
@@ -33,7 +34,7 @@ def load_pairs(backbone: B.Backbone, split: str) -> tuple[pl.DataFrame, torch.Te
 
 
 def main(params: dict) -> None:
-    cfg = params["backbone"]
+    cfg = vars(typed(B.BackboneConfig, section(params, "backbone"), "backbone"))
     if cfg["pretrained"] == "world":
         t = cfg["world_training"]
         torch.manual_seed(t["seed"])  # the random initialisation, too, is part of the recipe

@@ -11,21 +11,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline import backbone as B
 from pipeline import gallery
 from pipeline.core import stage
+from pipeline.core.params import section, typed
+from pipeline.gallery import EmbedConfig
 from pipeline.benchmarks import check_images, from_params
 
 
 def main(params: dict) -> None:
     name = sys.argv[1]
+    p = typed(EmbedConfig, section(params, "embed"), "embed")
     bench = from_params(params, name)
     check_images(bench)
-    p = params["embed"]
     device = stage.device()
     backbone = B.load(Path("data/backbone/backbone.json"), device)
     names, latents, indexes = gallery.embed_benchmark(
-        bench, backbone.model, backbone.preprocess, batch_size=p["batch_size"], num_workers=p["num_workers"],
-        index=p["index"], device=device)
+        bench, backbone.model, backbone.preprocess, batch_size=p.batch_size, num_workers=p.num_workers,
+        index=p.index, device=device)
     gallery.save(Path("data/embed") / name, names, latents, indexes)
-    print(f"embed {name}: {len(names)} images, {len(indexes)} index(es) of type {p['index']}")
+    print(f"embed {name}: {len(names)} images, {len(indexes)} index(es) of type {p.index}")
 
 
 if __name__ == "__main__":

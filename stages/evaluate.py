@@ -15,16 +15,15 @@ from pipeline import backbone as B
 from pipeline import gallery
 from pipeline.benchmarks import from_params
 from pipeline.core import stage
+from pipeline.core.params import section, typed
 from pipeline.phi import load_phi
-from pipeline.retrieval import METHODS, answer, query_context
+from pipeline.retrieval import EvaluateConfig, answer, query_context
 from pipeline.visualize import query_grid
 
 
 def main(params: dict) -> None:
     name = sys.argv[1]
-    p = params["evaluate"]
-    for m in p["methods"]:
-        METHODS.get(m)  # an unknown method fails before any work
+    p = typed(EvaluateConfig, section(params, "evaluate"), "evaluate")  # before any work
     bench = from_params(params, name)
     bench.require_targets()
     device = stage.device()
@@ -33,20 +32,23 @@ def main(params: dict) -> None:
     ctx = query_context(backbone, names, latents,
                         phis={"trained": load_phi("data/train/phi.pt", device),
                               "random": load_phi("data/train/phi_init.pt", device)},
-                        template=p["template"], normalize_image_latent=p["normalize_image_latent"], device=device)
+                        template=p.template, normalize_image_latent=p.normalize_image_latent, device=device)
     metrics, lincir_rankings = {}, None
-    for method in p["methods"]:
+    for method in p.methods:
         rankings, candidate_rankings = answer(bench, ctx, indexes, names, method)
         scores = bench.score(rankings, candidate_rankings)
         metrics[method] = {**scores, **bench.breakdown(rankings, candidate_rankings)}
         if method == "lincir":
             lincir_rankings = rankings or candidate_rankings
         print(f"{name} {method}: " + ", ".join(f"{k}={v:.2f}" for k, v in scores.items()))
-    stage.write_json(Path("metrics/evaluate") / f"{name}.json", metrics)
+    stage.write_json(Path("metrics/evaluate") / f"{name}.all.json", metrics)
+    # the DVC metric, LinCIR's headline numbers: what `dvc exp show` and `dvc metrics diff` compare
+    stage.write_json(Path("metrics/evaluate") / f"{name}.json",
+                     {name: {k: v for k, v in metrics.get("lincir", {}).items() if "/" not in k}})
     if lincir_rankings:
-        pick = np.random.default_rng(0).choice(len(bench.queries), size=min(p["grid_queries"], len(bench.queries)),
+        pick = np.random.default_rng(0).choice(len(bench.queries), size=min(p.grid_queries, len(bench.queries)),
                                                replace=False)
-        query_grid(bench, lincir_rankings, [bench.queries[i].id for i in pick], p["grid_top_k"],
+        query_grid(bench, lincir_rankings, [bench.queries[i].id for i in pick], p.grid_top_k,
                    f"{name}: LinCIR", Path("plots") / f"{name}_queries.png")
 
 

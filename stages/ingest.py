@@ -18,7 +18,7 @@ def main(params: dict) -> None:
     with tqdm(desc="ingest", unit=" captions", unit_scale=True) as bar:
         stats = ingest(params["ingest"]["sources"], OUT / "captions.parquet", progress=bar.update)
     stage.write_json(OUT / "stats.json", stats)
-    print("ingest: " + ", ".join(f"{k}={stats[k]}" for k in ("read", "empty", "duplicate", "dollar_stripped", "kept")))
+    print("ingest: " + ", ".join(f"{k}={stats[k]}" for k in ("read", "missing", "empty", "duplicate", "dollar_stripped", "kept")))
 
 
 if __name__ == "__main__":

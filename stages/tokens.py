@@ -12,9 +12,10 @@ from tqdm import tqdm
 from pipeline.core import stage
 from pipeline.backbone import get_tokenizer
 from pipeline.core.errors import PipelineError
-from pipeline.masking import check_params
 from pipeline.core.parallel import processes
-from pipeline.tokens import tokenize_captions
+from pipeline.core.params import section, typed
+from pipeline.masking import check_params
+from pipeline.tokens import TokensConfig, tokenize_captions
 
 CAPTIONS = Path("data/ingest/captions.parquet")
 KEYWORDS = Path("data/keywords/keywords.parquet")
@@ -22,14 +23,14 @@ OUT = Path("data/tokens")
 
 
 def main(params: dict) -> None:
-    check_params(params["masking"])  # a typo in the strategy fails before any work
+    check_params(section(params, "masking"))  # a typo in the strategy fails before any work
+    n_process = processes(typed(TokensConfig, section(params, "tokens"), "tokens").n_process, "tokens.n_process")
     for path, name in ((CAPTIONS, "ingest"), (KEYWORDS, "keywords")):
         if not path.is_file():
             raise PipelineError(f"{path} not found: run the {name} stage first (dvc repro {name})")
     model = params["backbone"]["model"]
     tokenizer = get_tokenizer(model)
     shutil.rmtree(OUT, ignore_errors=True)  # a stage's outs are rebuilt whole
-    n_process = processes(params["tokens"]["n_process"], "tokens.n_process")
     desc = f"tokens ({n_process} process{'es' if n_process > 1 else ''})"
     with tqdm(total=pq.ParquetFile(CAPTIONS).metadata.num_rows, desc=desc, unit=" captions", unit_scale=True) as bar:
         meta = tokenize_captions(CAPTIONS, KEYWORDS, OUT, tokenizer, params["masking"], model, n_process=n_process,

@@ -1,8 +1,9 @@
 """DVC stage `train`: phi trained with SMP on the token arrays (params: noise, train).
 
 Writes data/train/phi.pt (trained) and data/train/phi_init.pt (the same phi at random
-initialisation, scored as a baseline), the loss curve with DVCLive (dvclive/train), and
-resumes from data/checkpoints/train.pt when a run with the same inputs was killed.
+initialisation, scored as a baseline) and the loss curve with DVCLive (dvclive/train).
+A killed run resumes from data/checkpoints/train.pt when config, inputs and code are the
+same (the fingerprint); a finished run deletes it, so `dvc repro --force` trains anew.
 """
 from pathlib import Path
 import json
@@ -18,10 +19,11 @@ from dvclive import Live
 from pipeline import backbone as B
 from pipeline.core import stage
 from pipeline.core.errors import PipelineError
+from pipeline.core.params import section, typed
 from pipeline.phi import save_phi
 from pipeline.text_encoder import text_tower
 from pipeline.tokens import load as load_tokens
-from pipeline.train import TrainConfig, new_phi, resumable, train_phi
+from pipeline.train import TrainConfig, new_phi, train_phi
 
 TOKENS = Path("data/tokens")
 OUT = Path("data/train")
@@ -30,9 +32,7 @@ LIVE = Path("dvclive/train")
 
 
 def main(params: dict) -> None:
-    p = params["train"]
-    cfg = TrainConfig(noise=params["noise"], **p)
-    cfg.check()
+    cfg = typed(TrainConfig, {**section(params, "train"), "noise": params.get("noise")}, "train")
     device = stage.device()
     backbone = B.load(Path("data/backbone/backbone.json"), device)
     tower = text_tower(backbone.model, backbone.tokenizer)
@@ -41,17 +41,17 @@ def main(params: dict) -> None:
         raise PipelineError(f"{TOKENS}/meta.json placeholder {tokens.placeholder_id} differs from the "
                             f"backbone tokenizer's {tower.placeholder_id}: re-run the tokens stage")
     embed_dim = B.embed_dim(backbone)
-    # a checkpoint is resumed only by a run on the same inputs with the same config
+    # a checkpoint is resumed only by a run of the same config on the same inputs with the same code
     fingerprint = "-".join([json.loads(Path("data/backbone/backbone.json").read_text())["sha256"],
-                            B.file_sha256(TOKENS / "ids.npy"), B.file_sha256(TOKENS / "masked.npy")])
+                            B.file_sha256(TOKENS / "ids.npy"), B.file_sha256(TOKENS / "masked.npy"),
+                            stage.code_fingerprint()])
     config = {"variant": cfg.phi_variant, "embed_dim": embed_dim, "token_width": tower.width, "dropout": cfg.dropout}
     lead = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process writes
     if lead:
         save_phi(new_phi(tower, embed_dim, cfg, device), config, OUT / "phi_init.pt")
-    resuming = resumable(CHECKPOINT, cfg, fingerprint) is not None
-    if lead and not resuming:
+    if lead:  # a resumed run logs its earlier points again from the checkpoint: no duplicate rows
         shutil.rmtree(LIVE, ignore_errors=True)
-    with (Live(str(LIVE), resume=resuming, dvcyaml=None, save_dvc_exp=False) if lead else nullcontext()) as live:
+    with (Live(str(LIVE), dvcyaml=None, save_dvc_exp=False) if lead else nullcontext()) as live:
         def log(step: int, values: dict) -> None:
             live.step = step
             for name, value in values.items():
@@ -62,6 +62,7 @@ def main(params: dict) -> None:
                         fingerprint=fingerprint, lengths=tokens.lengths[:, 1], log=log)
     if lead:
         save_phi(phi, config, OUT / "phi.pt")
+        CHECKPOINT.unlink(missing_ok=True)  # finished: nothing to resume, never a stale state
         print(f"train: {cfg.steps} steps of batch {cfg.batch_size} on {len(tokens.ids)} captions, noise={cfg.noise}")
 
 

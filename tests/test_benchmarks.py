@@ -250,3 +250,70 @@ def test_placeholder_roots_satisfy_check_images(tmp_path, kind, folder, split, g
     write_placeholder_images(bench, tmp_path / "store")
     check_images(bench)
     assert open_image(next(iter(bench.images.values()))).size == (8, 8)
+
+
+# ---- image bodies, not only headers ----------------------------------------------------------
+def _genecis_with(tmp_path, write) -> "Benchmark":
+    """A one-query GeneCIS object task whose 14 COCO images are fine JPEGs; `write(path)` spoils #1."""
+    (tmp_path / "focus_object.json").write_text(json.dumps([
+        {"condition": "cat", "reference": {"val_image_id": 1}, "target": {"val_image_id": 2},
+         "gallery": [{"val_image_id": i} for i in range(3, 15)]}]))
+    (tmp_path / "val2017").mkdir()
+    for i in range(1, 15):
+        _coded_image(40, 30).save(tmp_path / f"val2017/{i:012d}.jpg")
+    write(tmp_path / "val2017/000000000001.jpg")
+    return load_benchmark("genecis", tmp_path, "val", groups=["focus_object"])
+
+
+def _truncated_jpeg(path):
+    path.write_bytes(path.read_bytes()[:-200])
+
+
+def _truncated_png(path):
+    _coded_image(40, 30).save(path.with_suffix(".png"))
+    path.write_bytes(path.with_suffix(".png").read_bytes()[:-40])
+
+
+def _bomb(path):
+    Image.new("1", (14_000, 14_000)).save(path, "PNG")  # 196 Mpixel: over twice PIL's bomb limit
+
+
+@pytest.mark.parametrize("spoil,why", [(_truncated_jpeg, "Truncated"), (_truncated_png, "unreadable"),
+                                       (_bomb, "DecompressionBombError")])
+def test_check_images_decodes_every_body_before_model_work(tmp_path, spoil, why):
+    bench = _genecis_with(tmp_path, spoil)
+    with pytest.raises(MissingImagesError, match="1 of 14 image files") as error:
+        check_images(bench)
+    assert why in str(error.value) and "000000000001.jpg (unreadable" in str(error.value)
+
+
+def test_a_decompression_bomb_is_a_message_from_open_image(tmp_path):
+    _bomb(tmp_path / "big.png")
+    with pytest.raises(PipelineError, match="DecompressionBombError"):
+        open_image(ImageSource(tmp_path / "big.png"))
+
+
+def test_16_bit_greyscale_keeps_its_contrast(tmp_path):
+    import numpy as np
+
+    from pipeline.benchmarks import to_rgb
+
+    ramp = (np.arange(256, dtype=np.uint16)[None, :].repeat(8, 0) * 257)  # 0..65535
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    with Image.open(tmp_path / "ramp16.png") as image:
+        rgb = np.asarray(to_rgb(image))
+    assert rgb.shape == (8, 256, 3)
+    assert np.abs(rgb[0, :, 0].astype(int) - np.arange(256)).max() <= 1  # not 99 % white
+    assert (rgb == 255).mean() < 0.01
+
+
+def test_circo_file_names_that_leave_the_root_are_refused(tmp_path):
+    root = tmp_path / "CIRCO"
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations/val.json").write_text("[]")
+    for bad in ("../../etc/passwd", "/etc/passwd"):
+        write_circo_image_info(root)
+        info = root / "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json"
+        info.write_text(json.dumps({"images": [{"id": 1, "file_name": bad}]}))
+        with pytest.raises(PipelineError, match="absolute or leaves"):
+            load_benchmark("circo", root, "val")

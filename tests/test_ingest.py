@@ -84,7 +84,7 @@ def test_sources_are_concatenated_capped_and_deduplicated_across(tmp_path):
     rows = read(tmp_path / "c.parquet")
     assert [(r["id"], r["text"], r["source"]) for r in rows] == [
         (0, "one", "a"), (1, "two", "a"), (2, "three", "a"), (3, "four", "bee"), (4, "six", "bee")]
-    assert stats["sources"]["a"] == {"read": 4, "empty": 0, "duplicate": 1, "dollar_stripped": 0, "kept": 3}
+    assert stats["sources"]["a"] == {"read": 4, "missing": 0, "empty": 0, "duplicate": 1, "dollar_stripped": 0, "kept": 3}
     assert stats["sources"]["bee"]["duplicate"] == 1 and stats["kept"] == 5
 
 
@@ -148,3 +148,27 @@ def test_stage_prints_the_error_and_exits_1(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "stages" / "ingest.py")], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 1
     assert "data/missing.txt not found" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("value", [1.5, 7, True, False])
+def test_a_jsonl_number_or_boolean_is_no_caption(tmp_path, value):
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"caption": "a cat"}) + "\n" + json.dumps({"caption": value}) + "\n")
+    with pytest.raises(PipelineError, match=r"c.jsonl line 2: field 'caption' holds .* not a caption string"):
+        ingest([{"path": str(path), "column": "caption"}], tmp_path / "out.parquet")
+
+
+def test_a_missing_jsonl_field_is_counted_apart_from_empty(tmp_path):
+    path = tmp_path / "c.jsonl"
+    rows = [{"caption": "a cat"}, {"other": 1}, {"caption": ""}, {"caption": None}, {"caption": "a dog"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stats = ingest([{"path": str(path), "column": "caption"}], tmp_path / "out.parquet")
+    assert (stats["read"], stats["missing"], stats["empty"], stats["kept"]) == (5, 1, 2, 2)
+
+
+@pytest.mark.parametrize("column", [pa.array([1.5, 2.5]), pa.array([1, 2]), pa.array([["a"], ["b"]])])
+def test_a_parquet_column_that_is_not_text_is_refused(tmp_path, column):
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"caption": column}), path)
+    with pytest.raises(PipelineError, match="column 'caption' holds .*, not text"):
+        ingest([{"path": str(path), "column": "caption"}], tmp_path / "out.parquet")

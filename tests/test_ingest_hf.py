@@ -101,7 +101,7 @@ def test_row_groups_stream_into_the_table_with_dedup(hub, tmp_path):
         (11, "sunset over the sea", "sd")]
     # 18 read: "", None and "  " are empty; "a castle on a hill", "a red fox", "misty forest", "a blue whale"
     # and "a cat" (from local.txt) are duplicates
-    assert stats["sources"]["sd"] == {"read": 18, "empty": 3, "duplicate": 5, "dollar_stripped": 1, "kept": 10}
+    assert stats["sources"]["sd"] == {"read": 18, "missing": 0, "empty": 3, "duplicate": 5, "dollar_stripped": 1, "kept": 10}
     assert stats["kept"] == 12 and stats["duplicate"] == 5
     assert sizes[:1] == [2] and max(sizes[1:]) <= 3 and sum(sizes[1:]) == 18  # chunks of at most `chunk`
     # the schema is checked from the first file before reading, then both files are read, in order

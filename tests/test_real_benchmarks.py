@@ -71,9 +71,11 @@ def pipeline_run(tmp_path_factory):
 
 
 def _metrics(repo: Path, name: str) -> dict[str, float]:
-    metrics = json.loads((repo / "metrics" / "evaluate" / f"{name}.json").read_text())
+    metrics = json.loads((repo / "metrics" / "evaluate" / f"{name}.all.json").read_text())
     assert list(metrics) == ["lincir"]
     values = metrics["lincir"]
+    headline = json.loads((repo / "metrics" / "evaluate" / f"{name}.json").read_text())
+    assert headline == {name: {k: v for k, v in values.items() if "/" not in k}}
     assert all(0 <= v <= 100 for v in values.values()), values
     return values
 

@@ -6,7 +6,7 @@ from pipeline import backbone as B
 from pipeline.core.errors import PipelineError
 from pipeline.phi import PHI, build_phi, load_phi, save_phi
 from pipeline.text_encoder import text_tower
-from pipeline.train import TrainConfig, batch_indices, train_phi
+from pipeline.train import TrainConfig, batch_indices, resumable, train_phi
 
 CAPTIONS = ["a small red circle on the left", "a big blue star on a black background", "a tiny green cross",
             "a yellow square that is large", "an orange triangle in the middle", "a purple box on gray"] * 6
@@ -72,11 +72,81 @@ def test_a_killed_run_resumes_exactly(tower, tmp_path):
 
     with pytest.raises(Killed):
         train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / "b.pt", log=kill_at_5)
-    del resumed_losses[3:]  # steps 3, 4 ran after the last checkpoint (step 3) and are redone
+    # the resumed run logs steps 0-2 again from the checkpoint, then 3-7: each step once, no duplicate rows
+    resumed_points = []
     resumed = train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / "b.pt",
-                        log=lambda s, v: resumed_losses.append(v["loss"]))
+                        log=lambda s, v: resumed_points.append((s, v["loss"])))
+    assert [s for s, _ in resumed_points] == list(range(8))
     assert torch.allclose(params_of(straight), params_of(resumed), atol=1e-6)
-    assert np.allclose(straight_losses, resumed_losses, atol=1e-6)
+    assert np.allclose(straight_losses, [v for _, v in resumed_points], atol=1e-6)
+
+
+def test_a_checkpoint_of_other_code_or_a_damaged_one_is_not_resumed(tower, tmp_path, capsys):
+    t, d, tok = tower
+    ids, masked = arrays(tok)
+    cfg = TrainConfig(steps=6, batch_size=12, lr=1e-3, checkpoint_every=3, log_every=1)
+    ckpt = tmp_path / "c.pt"
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_4(step, values):
+        if step == 4:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=ckpt, fingerprint="code-v1", log=kill_at_4)
+    assert resumable(ckpt, cfg, "code-v1") is not None
+    assert resumable(ckpt, cfg, "code-v2") is None  # an edited module: not the same run
+    fresh = []
+    train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=ckpt, fingerprint="code-v2",
+              log=lambda s, v: fresh.append(s))
+    assert fresh[0] == 0 and "resuming" not in capsys.readouterr().out
+    ckpt.write_bytes(b"not a checkpoint")
+    assert resumable(ckpt, cfg, "code-v2") is None
+    assert "ignoring the unreadable checkpoint" in capsys.readouterr().out
+
+
+def test_code_fingerprint_changes_with_any_imported_module(tmp_path, monkeypatch):
+    from pipeline.core import stage
+
+    before = stage.code_fingerprint()
+    assert before == stage.code_fingerprint()
+    fake = tmp_path / "mod.py"
+    fake.write_text("x = 1\n")
+    monkeypatch.setattr(stage, "ROOT", tmp_path)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("lincir_fp_probe", fake)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(__import__("sys").modules, "lincir_fp_probe", module)
+    spec.loader.exec_module(module)
+    one = stage.code_fingerprint()
+    fake.write_text("x = 2\n")
+    assert stage.code_fingerprint() != one
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("steps", 0, "train.steps must be at least 1"),
+    ("steps", -5, "train.steps must be at least 1"),
+    ("batch_size", 0, "train.batch_size must be at least 1"),
+    ("checkpoint_every", 0, "train.checkpoint_every must be at least 1"),
+    ("lr", "fast", "train.lr must be a number, not 'fast'"),
+    ("lr", 0, "train.lr must be positive"),
+    ("dropout", 1.0, "train.dropout must be below 1"),
+    ("truncate", "yes", "train.truncate must be true or false"),
+    ("stepz", 3, "unknown key train.stepz"),
+])
+def test_bad_train_params_are_refused_before_any_work(key, value, message):
+    from pipeline.core.params import typed
+
+    with pytest.raises(PipelineError, match=message):
+        typed(TrainConfig, {key: value}, "train")
+
+
+def test_a_float_written_by_hand_is_a_float():
+    from pipeline.core.params import typed
+
+    assert typed(TrainConfig, {"lr": "1e-4"}, "train").lr == 1e-4  # PyYAML reads 1e-4 as a string
 
 
 def test_optimisations_do_not_change_the_loss_curve(tower, tmp_path):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, quoted
 
 # Problems listed in one error message; the message always gives the total count.
 MAX_LISTED = 10
@@ -224,41 +224,74 @@ def _check_one(ranking: Any, allowed: Collection[str], length: int, banned: str 
     for rank, item in enumerate(ranking, start=1):
         # COCO ids may come as ints (CIRCO's own example file) or as strings
         if isinstance(item, bool) or not isinstance(item, (str, int)):
-            return [], f"rank {rank} is {item!r}, not an image name"
+            return [], f"rank {rank} is {quoted(item)}, not an image name"
         names.append(str(item))
     if len(names) != length:
         return names, f"{len(names)} names, expected {length}"
     seen: dict[str, int] = {}
     for rank, name in enumerate(names, start=1):
         if name in seen:
-            return names, f"{name!r} appears twice (ranks {seen[name]} and {rank})"
+            return names, f"{quoted(name)} appears twice (ranks {seen[name]} and {rank})"
         seen[name] = rank
         if name == banned:
-            return names, f"rank {rank} is the query's own reference {name!r}, which this benchmark excludes"
+            return names, f"rank {rank} is the query's own reference {quoted(name)}, which this benchmark excludes"
         if name not in allowed:
-            return names, f"rank {rank}: {name!r} is not an image this query is ranked against"
+            return names, f"rank {rank}: {quoted(name)} is not an image this query is ranked against"
     return names, ""
 
 
 def read_ranking_file(path: Path, header: dict[str, str]) -> dict[str, list]:
     """`{"<query id>": [names...]}` plus the fixed `header` entries, which are checked and dropped."""
-    content = read_json(path, "prediction file")
+    content = read_json(path, "prediction file", unique_keys=True)
     if not isinstance(content, dict):
         raise PipelineError(f"{path}: expected a JSON object of query id -> ranking, got {type(content).__name__}")
     for key, value in header.items():
         if content.get(key) != value:
-            raise PipelineError(f"{path}: expected {key!r}: {value!r}, found {content.get(key)!r}")
+            raise PipelineError(f"{path}: expected {key!r}: {value!r}, found {quoted(content.get(key))}")
     return {k: v for k, v in content.items() if k not in header}
 
 
-def read_json(path: Path, what: str) -> Any:
+def read_json(path: Path, what: str, unique_keys: bool = False) -> Any:
+    """A JSON file, or a message naming it and what is wrong. With `unique_keys`, a key that
+    appears twice in an object is an error (json keeps the last one silently)."""
+    path = Path(path)
+    if path.is_dir():
+        raise PipelineError(f"{what} {path} is a directory; give the path of the JSON file")
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            return json.load(f, object_pairs_hook=_unique(path) if unique_keys else None)
     except FileNotFoundError:
         raise PipelineError(f"{what} not found: {path}") from None
+    except PermissionError:
+        raise PipelineError(f"{what} {path} cannot be read: permission denied") from None
+    except UnicodeDecodeError as e:
+        raise PipelineError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); JSON files are UTF-8") from None
     except json.JSONDecodeError as e:
         raise PipelineError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise PipelineError(f"{path}: JSON nested too deeply to be a {what}") from None
+
+
+def _unique(path: Path):
+    def pairs(items: list[tuple[str, Any]]) -> dict:
+        out: dict = {}
+        for key, value in items:
+            if key in out:
+                raise PipelineError(f"{path}: key {quoted(key)} appears twice; each query must appear once")
+            out[key] = value
+        return out
+
+    return pairs
+
+
+def inside(folder: Path, relative, annotation: Path) -> Path:
+    """`folder / relative` for a path read from an annotation file, refused when it is absolute or
+    climbs out with `..`: a benchmark reads only its own images, which are DVC dependencies."""
+    rel = Path(str(relative))
+    if not str(relative) or rel.is_absolute() or ".." in rel.parts:
+        raise PipelineError(f"{annotation}: image path {quoted(str(relative))} is absolute or leaves {folder}; "
+                            f"annotation paths must be relative and inside the benchmark root")
+    return folder / rel
 
 
 def entry_field(entry: Any, key: str, path: Path, index: int) -> Any:
@@ -278,5 +311,5 @@ def annotation_list(path: Path, what: str) -> list:
 
 
 def _listed(items: list[str]) -> str:
-    shown = ", ".join(repr(i) for i in items[:MAX_LISTED])
+    shown = ", ".join(quoted(i) for i in items[:MAX_LISTED])
     return shown + (f", ... ({len(items)} in all)" if len(items) > MAX_LISTED else "")

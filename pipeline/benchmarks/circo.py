@@ -25,6 +25,7 @@ from pipeline.benchmarks.base import (
     Rankings,
     annotation_list,
     entry_field,
+    inside,
     read_json,
 )
 from pipeline.core.errors import PipelineError
@@ -61,7 +62,7 @@ def read_circo(root: Path, split: str) -> CIRCO:
         raise PipelineError(f"{info_path}: expected COCO format {{'images': [{{'id', 'file_name'}}, ...]}}")
     image_dir = root / "COCO2017_unlabeled" / "unlabeled2017"
     images = {
-        str(entry_field(e, "id", info_path, i)): ImageSource(image_dir / entry_field(e, "file_name", info_path, i))
+        str(entry_field(e, "id", info_path, i)): ImageSource(inside(image_dir, entry_field(e, "file_name", info_path, i), info_path))
         for i, e in enumerate(entries)
     }
 

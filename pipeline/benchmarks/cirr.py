@@ -25,6 +25,7 @@ from pipeline.benchmarks.base import (
     Rankings,
     annotation_list,
     entry_field,
+    inside,
     read_json,
 )
 from pipeline.core.errors import PipelineError
@@ -52,7 +53,7 @@ def read_cirr(root: Path, split: str) -> CIRR:
     relpaths = read_json(split_path, f"CIRR {split} image split")
     if not isinstance(relpaths, dict):
         raise PipelineError(f"{split_path}: expected a JSON object of image name -> relative path")
-    images = {name: ImageSource(root / relpath) for name, relpath in relpaths.items()}
+    images = {name: ImageSource(inside(root, relpath, split_path)) for name, relpath in relpaths.items()}
 
     path = root / "cirr" / "captions" / f"cap.rc2.{split}.json"
     queries = []

@@ -35,6 +35,7 @@ from pipeline.benchmarks.base import (
     Rankings,
     annotation_list,
     entry_field,
+    inside,
 )
 from pipeline.core.errors import PipelineError
 
@@ -102,7 +103,7 @@ def read_fashioniq(root: Path, split: str, groups: Sequence[str] = CATEGORIES) -
     return FashionIQ(
         name="fashioniq",
         split=split,
-        images={name: ImageSource(image_dir / image_file(name, present)) for name in names},
+        images={name: ImageSource(inside(image_dir, image_file(name, present), root / "image_splits")) for name in names},
         gallery=list(names),
         galleries=galleries,
         queries=queries,

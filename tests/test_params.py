@@ -1,0 +1,100 @@
+"""Every param checked before any work: wrong types, ranges, registry names, templates and
+benchmark names are one message naming the param, never a traceback or a silent wrong run."""
+import errno
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.benchmarks import check_benchmarks
+from pipeline.core import stage
+from pipeline.core.errors import PipelineError, quoted
+from pipeline.core.params import typed
+from pipeline.gallery import EmbedConfig
+from pipeline.keywords import KeywordsConfig
+from pipeline.masking import check_params as check_masking
+from pipeline.retrieval import EvaluateConfig, check_template
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("template", ["a photo of that {}", "a photo of $", "{} {}", "a photo of $ $ that {}",
+                                      "a photo of $ that {0} {1}", "a photo of $ that {name}", "a photo of $ {"])
+def test_a_template_needs_one_placeholder_and_one_condition(template):
+    with pytest.raises(PipelineError, match="evaluate.template must hold exactly one"):
+        check_template(template)
+
+
+def test_the_paper_template_passes():
+    check_template("a photo of $ that {}")
+    assert typed(EvaluateConfig, {"template": "$ but {}", "methods": ["lincir", "text_only"]}, "evaluate").methods
+
+
+@pytest.mark.parametrize("section,cls,values,message", [
+    ("embed", EmbedConfig, {"index": "hnws"}, "unknown faiss index type 'hnws'"),
+    ("embed", EmbedConfig, {"batch_size": 0}, "embed.batch_size must be at least 1"),
+    ("evaluate", EvaluateConfig, {"methods": ["lincir", "pic2wrd"]}, "unknown retrieval method 'pic2wrd'"),
+    ("evaluate", EvaluateConfig, {"methods": "lincir"}, "evaluate.methods must be a list"),
+    ("keywords", KeywordsConfig, {"pos": ["NOUN", "ADJECTIVE"]}, "not universal POS tags"),
+    ("keywords", KeywordsConfig, {"n_process": 0}, "keywords.n_process must be a positive integer or 'auto'"),
+    ("keywords", KeywordsConfig, {"batch_size": 1.5}, "keywords.batch_size must be an integer"),
+])
+def test_bad_section_values_name_the_param(section, cls, values, message):
+    with pytest.raises(PipelineError, match=message):
+        typed(cls, values, section)
+
+
+def test_masking_params_are_typed():
+    with pytest.raises(PipelineError, match="masking.seed must be an integer"):
+        check_masking({"strategy": "all_keywords", "seed": "x"})
+    with pytest.raises(PipelineError, match="unknown key masking.stratgy"):
+        check_masking({"stratgy": "nouns"})
+
+
+@pytest.mark.parametrize("name", ['x"; touch pwned; "', "../../outside", "a/b", ".hidden", "", "a b", "é"])
+def test_unsafe_benchmark_names_are_refused(name):
+    entry = {"kind": "circo", "root": "data/world/benchmarks/circo", "split": "val"}
+    with pytest.raises(PipelineError, match="is not allowed"):
+        check_benchmarks({name: entry})
+    assert check_benchmarks({"my-CIRCO_2": entry})["my-CIRCO_2"].kind == "circo"
+
+
+def test_a_benchmark_entry_is_checked():
+    with pytest.raises(PipelineError, match="unknown benchmark 'cirrr'"):
+        check_benchmarks({"b": {"kind": "cirrr", "root": "x", "split": "val"}})
+    with pytest.raises(PipelineError, match="unknown key benchmarks.b.spilt"):
+        check_benchmarks({"b": {"kind": "cirr", "root": "x", "spilt": "val"}})
+
+
+def test_quoted_caps_a_huge_value():
+    assert len(quoted("x" * 10_000_000)) < 120
+
+
+def test_the_params_stage_accepts_the_default_and_refuses_a_bad_value(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+
+    def run(p):
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+        return subprocess.run([sys.executable, str(REPO / "stages/params.py")], cwd=tmp_path, capture_output=True,
+                              text=True)
+
+    done = run(params)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "data/params/checked").is_file()
+    params["evaluate"]["template"] = "{} {}"
+    done = run(params)
+    assert done.returncode == 1 and done.stderr.startswith("error: params.yaml: evaluate.template")
+    assert "Traceback" not in done.stderr
+
+
+def test_a_full_disk_is_a_message_not_a_traceback(monkeypatch, capsys):
+    def full(params):
+        raise OSError(errno.ENOSPC, "No space left on device", "data/train/phi.pt.tmp")
+
+    monkeypatch.setattr(stage, "load_params", lambda: {})
+    with pytest.raises(SystemExit) as done:
+        stage.run(full)
+    assert done.value.code == 1
+    assert "error: the disk is full (data/train/phi.pt.tmp)" in capsys.readouterr().err
