@@ -4,7 +4,7 @@ For a batch of captions c with keyword-masked copies m (each masked span is one 
     z_c  = E_text(c)                       frozen; computed once and cached by default
     z'   = z_c + noise_scale * n           n from the `noise` registry
     e    = phi(z')                         one pseudo-token a caption
-    z^_c = E_text(m with every `$` -> e)
+    z^_c = E_text(m with every `$` -> e)   m: the SUPERVISION kind, keyword-masked c by default
     loss = MSE(z^_c, z_c)                  only phi learns
 
 Speed without changing the result: each batch is cut after its longest EOT (exact, see
@@ -32,11 +32,30 @@ from tqdm import tqdm
 
 from pipeline.core.errors import PipelineError, quoted
 from pipeline.core.params import at_least, below
+from pipeline.core.placeholder import PLACEHOLDER
+from pipeline.core.registry import Registry
 from pipeline.noise import NOISE, add_noise
 from pipeline.phi import PHI, build_phi
 from pipeline.text_encoder import TextTower, encode
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# What the encoder reads on the masked side of the loss (paper Tab. 7): (masked token array,
+# tokenizer) -> the token array phi's token is trained in.
+SUPERVISION: Registry[Callable[[np.ndarray, Callable], np.ndarray]] = Registry("supervision")
+
+
+@SUPERVISION.register("smp")
+def keyword_masked(masked: np.ndarray, tokenizer) -> np.ndarray:
+    """LinCIR's Self-Masking Projection: each caption with its keyword spans replaced by $."""
+    return masked
+
+
+@SUPERVISION.register("photo_of")
+def photo_of(masked: np.ndarray, tokenizer) -> np.ndarray:
+    """The fixed prompt "a photo of $" for every caption, the target text of Pic2Word and SEARLE."""
+    row = tokenizer([f"a photo of {PLACEHOLDER}"]).numpy()[0].astype(masked.dtype)
+    return np.broadcast_to(row[:masked.shape[1]], masked.shape)
 
 
 @dataclass
@@ -57,14 +76,21 @@ class TrainConfig:
     compile: bool = False  # torch.compile the text tower + phi step
     checkpoint_every: int = 250
     log_every: int = 10  # steps between logged points (reading the loss waits for the GPU)
+    validate_every: int = 0  # score phi on the dev benchmark every N steps and keep the best; 0: off
+    validate_on: str = ""  # the dev benchmark's name in params.yaml `benchmarks` (stages/train.py)
+    validate_metric: str = "R@1"  # the paper selects by CIRR dev R@1
+    supervision: str = "smp"  # SUPERVISION: what the masked side of the loss encodes (paper Tab. 7)
 
     def check(self) -> None:
-        NOISE.get(self.noise), PHI.get(self.phi_variant)  # unknown names fail before any work
+        NOISE.get(self.noise), PHI.get(self.phi_variant), SUPERVISION.get(self.supervision)  # before any work
         if self.precision != "auto" and self.precision not in PRECISIONS:
             raise PipelineError(f"unknown train.precision {quoted(self.precision)}; valid: auto, {', '.join(PRECISIONS)}")
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             at_least(f"train.{name}", getattr(self, name), 1)
-        at_least("train.seed", self.seed, 0)
+        for name in ("seed", "validate_every"):
+            at_least(f"train.{name}", getattr(self, name), 0)
+        if self.validate_every and not self.validate_on:
+            raise PipelineError("params.yaml: train.validate_every needs train.validate_on, a benchmark name")
         for name in ("weight_decay", "noise_scale", "dropout"):
             at_least(f"train.{name}", getattr(self, name), 0)
         below("train.dropout", self.dropout, 1)
@@ -145,6 +171,32 @@ def _rows(tokens, idx, device: str) -> torch.Tensor:
     return torch.from_numpy(np.asarray(tokens[idx]).astype(np.int64)).to(device, non_blocking=True)
 
 
+@dataclass
+class Validation:
+    """Scores phi on a dev benchmark every `every` steps and at the last one; train_phi then
+    returns the best phi (the paper keeps the checkpoint with the best CIRR dev R@1) and
+    records here where it was."""
+
+    score: Callable[[torch.nn.Module], float]
+    every: int
+    best_step: int = -1  # steps trained by the best phi
+    best_score: float = float("-inf")
+    best_state: dict | None = None
+
+    def due(self, done: int, steps: int) -> bool:
+        return done % self.every == 0 or done == steps
+
+    @torch.no_grad()
+    def check(self, phi: torch.nn.Module, done: int) -> float:
+        phi.eval()
+        value = float(self.score(phi))
+        phi.train()
+        if value > self.best_score:  # ties keep the earlier, shorter-trained phi
+            self.best_step, self.best_score = done, value
+            self.best_state = {k: v.detach().clone() for k, v in phi.state_dict().items()}
+        return value
+
+
 def new_phi(tower: TextTower, embed_dim: int, cfg: TrainConfig, device: str) -> torch.nn.Module:
     torch.manual_seed(cfg.seed)
     return build_phi(cfg.phi_variant, embed_dim, tower.width, cfg.dropout).to(device)
@@ -159,10 +211,12 @@ def smp_loss(tower: TextTower, phi: torch.nn.Module, masked_ids: torch.Tensor, z
 
 def train_phi(tower: TextTower, embed_dim: int, ids, masked, cfg: TrainConfig, *, device: str, checkpoint: Path,
               fingerprint: str = "", lengths: np.ndarray | None = None,
-              log: Callable[[int, dict], None] = lambda step, values: None) -> torch.nn.Module:
+              log: Callable[[int, dict], None] = lambda step, values: None,
+              validation: Validation | None = None) -> torch.nn.Module:
     """ids/masked: [N, C] token arrays (numpy, memmap or tensors); lengths: masked tokens a row
-    (for bucketing). Returns phi (unwrapped, in eval mode). `log(step, {"loss": ...})` sees every
-    logged point once, those of a resumed run's earlier part first (they are in the checkpoint)."""
+    (for bucketing). Returns phi (unwrapped, in eval mode), the best one on `validation` when given.
+    `log(step, {"loss": ...})` sees every logged point once, those of a resumed run's earlier
+    part first (they are in the checkpoint); validation scores come as {"val_<metric>": ...}."""
     cfg.check()
     part = Dist.from_env(device)
     dtype = cfg.autocast_dtype(device)
@@ -175,6 +229,8 @@ def train_phi(tower: TextTower, embed_dim: int, ids, masked, cfg: TrainConfig, *
         phi.load_state_dict(state["state_dict"])
         opt.load_state_dict(state["optimizer"])
         start, history = state["step"], state["history"]
+        if validation and state.get("best"):
+            validation.best_step, validation.best_score, validation.best_state = state["best"]
         print(f"resuming phi training at step {start} from {checkpoint}")
         for step, values in history:
             log(step, values)
@@ -212,8 +268,15 @@ def train_phi(tower: TextTower, embed_dim: int, ids, masked, cfg: TrainConfig, *
             history.append((step, values))
             log(step, values)
             bar.set_postfix(loss=f"{values['loss']:.4f}")
+        if validation and validation.due(step + 1, cfg.steps):
+            values = {f"val_{cfg.validate_metric}": validation.check(phi, step + 1)}
+            history.append((step, values))
+            log(step, values)
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            save_training_state(phi, opt, step + 1, cfg, fingerprint, checkpoint, history)
+            best = (validation.best_step, validation.best_score, validation.best_state) if validation else None
+            save_training_state(phi, opt, step + 1, cfg, fingerprint, checkpoint, history, best)
+    if validation and validation.best_state is not None and part.rank == 0:
+        phi.load_state_dict(validation.best_state)
     return phi.eval()
 
 
@@ -236,8 +299,8 @@ def resumable(checkpoint: Path, cfg: TrainConfig, fingerprint: str, device: str 
 
 
 def save_training_state(phi, opt, step: int, cfg: TrainConfig, fingerprint: str, path: Path,
-                        history: list) -> None:
+                        history: list, best: tuple | None = None) -> None:
     from pipeline.backbone import save_checkpoint
 
     save_checkpoint(phi, path, extra={"optimizer": opt.state_dict(), "step": step, "config": asdict(cfg),
-                                      "fingerprint": fingerprint, "history": history})
+                                      "fingerprint": fingerprint, "history": history, "best": best})

@@ -17,18 +17,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dvclive import Live
 
 from pipeline import backbone as B
+from pipeline import gallery
+from pipeline.benchmarks import from_params
 from pipeline.core import stage
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import section, typed
 from pipeline.phi import save_phi
+from pipeline.retrieval import EvaluateConfig, answer, query_context
 from pipeline.text_encoder import text_tower
 from pipeline.tokens import load as load_tokens
-from pipeline.train import TrainConfig, new_phi, train_phi
+from pipeline.train import SUPERVISION, TrainConfig, Validation, new_phi, train_phi
 
 TOKENS = Path("data/tokens")
 OUT = Path("data/train")
 CHECKPOINT = Path("data/checkpoints/train.pt")
 LIVE = Path("dvclive/train")
+
+
+def dev_validation(params: dict, cfg: TrainConfig, backbone, device: str) -> Validation:
+    """Scores phi like evaluate@<validate_on> does for LinCIR, on the dev benchmark's gallery."""
+    bench = from_params(params, cfg.validate_on)
+    bench.require_targets()
+    names, latents, indexes = gallery.load(Path("data/embed") / cfg.validate_on)
+    template = typed(EvaluateConfig, section(params, "evaluate"), "evaluate").template
+
+    def score(phi) -> float:
+        ctx = query_context(backbone, names, latents, phis={"trained": phi}, template=template,
+                            normalize_image_latent=False, device=device)
+        scores = bench.score(*answer(bench, ctx, indexes, names, "lincir"))
+        if cfg.validate_metric not in scores:
+            raise PipelineError(f"train.validate_metric {cfg.validate_metric!r} is not a metric of {cfg.validate_on}; "
+                                f"valid: {', '.join(scores)}")
+        return scores[cfg.validate_metric]
+
+    return Validation(score, cfg.validate_every)
 
 
 def main(params: dict) -> None:
@@ -58,8 +80,13 @@ def main(params: dict) -> None:
                 live.log_metric(name, value)
             live.next_step()
 
-        phi = train_phi(tower, embed_dim, tokens.ids, tokens.masked, cfg, device=device, checkpoint=CHECKPOINT,
-                        fingerprint=fingerprint, lengths=tokens.lengths[:, 1], log=log)
+        masked = SUPERVISION.get(cfg.supervision)(tokens.masked, backbone.tokenizer)
+        validation = dev_validation(params, cfg, backbone, device) if cfg.validate_every else None
+        phi = train_phi(tower, embed_dim, tokens.ids, masked, cfg, device=device, checkpoint=CHECKPOINT,
+                        fingerprint=fingerprint, lengths=tokens.lengths[:, 1], log=log, validation=validation)
+        if lead and validation:
+            live.summary.update({f"best_val_{cfg.validate_metric}": validation.best_score,
+                                 "best_step": validation.best_step})
     if lead:
         save_phi(phi, config, OUT / "phi.pt")
         CHECKPOINT.unlink(missing_ok=True)  # finished: nothing to resume, never a stale state

@@ -191,3 +191,41 @@ def test_phi_checkpoint_round_trip(tmp_path):
     save_phi(phi, config, tmp_path / "phi.pt")
     again = load_phi(tmp_path / "phi.pt")
     assert torch.equal(params_of(phi), params_of(again))
+
+
+def test_validation_keeps_the_best_phi_and_logs_its_curve(tower, tmp_path):
+    from pipeline.train import Validation
+
+    t, d, tok = tower
+    ids, masked = arrays(tok)
+    cfg = TrainConfig(steps=6, batch_size=12, lr=1e-3, dropout=0.0, checkpoint_every=100, log_every=1,
+                      validate_every=2, validate_on="dev")
+    scores = iter([1.0, 5.0, 3.0])  # at steps 2, 4, 6: the phi after 4 steps is the best
+    validation = Validation(lambda phi: next(scores), every=2)
+    points = []
+    best = train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / "v.pt", validation=validation,
+                     log=lambda s, v: points.append((s, v)))
+    assert (validation.best_step, validation.best_score) == (4, 5.0)
+    assert [(s, v["val_R@1"]) for s, v in points if "val_R@1" in v] == [(1, 1.0), (3, 5.0), (5, 3.0)]
+    four = train_phi(t, d, ids, masked, TrainConfig(**{**cfg.__dict__, "steps": 4, "validate_every": 0}),
+                     device="cpu", checkpoint=tmp_path / "four.pt")
+    assert torch.equal(params_of(best), params_of(four))
+
+
+def test_photo_of_supervision_trains_the_fixed_prompt(tower, tmp_path):
+    from pipeline.train import SUPERVISION
+
+    t, d, tok = tower
+    ids, masked = arrays(tok)
+    fixed = SUPERVISION.get("photo_of")(masked, tok)
+    assert fixed.shape == masked.shape and (fixed == fixed[0]).all()
+    assert (fixed[0] == t.placeholder_id).sum() == 1 and not np.array_equal(fixed[1], masked[1])
+    assert SUPERVISION.get("smp")(masked, tok) is masked
+    runs = {}
+    for kind in ("smp", "photo_of"):
+        cfg = TrainConfig(steps=3, batch_size=12, lr=1e-3, checkpoint_every=100, supervision=kind)
+        runs[kind] = params_of(train_phi(t, d, ids, SUPERVISION.get(kind)(masked, tok), cfg, device="cpu",
+                                         checkpoint=tmp_path / f"{kind}.pt"))
+    assert not torch.equal(runs["smp"], runs["photo_of"])
+    with pytest.raises(PipelineError, match="unknown supervision 'image'"):
+        TrainConfig(supervision="image").check()
