@@ -6,10 +6,10 @@ import argparse
 import importlib.metadata
 import sys
 
-from pipeline import perf, score, submit
+from pipeline import ablate, perf, score, submit
 from pipeline.core.errors import PipelineError
 
-COMMANDS = [score, submit, perf]
+COMMANDS = [score, submit, ablate, perf]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,148 @@
+"""`lincir ablate`: the paper's ablations as DVC experiments, and RESULTS.md from them.
+
+    lincir ablate run --seeds 3          one `dvc exp run` per cell, skipping finished ones
+    lincir ablate report                 RESULTS.md + docs/results.png from `dvc exp show --json`
+
+Each cell is an experiment named `<group>-<value>-s<seed>` (`noise-gaussian-s1`): a run that
+is interrupted keeps the experiments it finished, and the next `run` skips them by name
+(DVC's run cache also restores stages that had finished inside the interrupted one).
+Commit your changes first: experiments are derived from the last commit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.core.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Group:
+    """One ablation: a param, the values the paper compares, and its table in the paper."""
+
+    param: str
+    values: tuple[str, ...]
+    paper: str  # where the paper's numbers are
+    seed_params: tuple[str, ...] = ("train.seed",)
+
+
+GROUPS = {
+    "noise": Group("noise", ("unif_gaussian", "gaussian", "uniform", "none", "student_t", "exponential", "chi2"),
+                   "Tab. 9"),
+    "masking": Group("masking.strategy", ("all_keywords", "n_keywords", "random_token", "non_keywords", "nouns"),
+                     "Tab. 8", ("train.seed", "masking.seed")),
+    "supervision": Group("train.supervision", ("smp", "photo_of"), "Tab. 7"),
+}
+# What the tables report: LinCIR's headline metric of each world benchmark.
+METRICS = {"metrics/evaluate/world_cirr.json": ("world_cirr", "R@1"),
+           "metrics/evaluate/world_circo.json": ("world_circo", "mAP@5")}
+NAME = re.compile(r"(?P<group>[a-z]+)-(?P<value>[a-z0-9_]+)-s(?P<seed>\d+)")
+
+
+def cells(groups: list[str], seeds: int) -> list[tuple[str, list[str]]]:
+    """(experiment name, `-S` overrides) for every cell of the grid."""
+    out = []
+    for g in groups:
+        group = GROUPS[g]
+        for value in group.values:
+            for seed in range(seeds):
+                overrides = [f"{group.param}={value}", *(f"{p}={seed}" for p in group.seed_params)]
+                out.append((f"{g}-{value}-s{seed}", overrides))
+    return out
+
+
+def dvc(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
+    if done.returncode:
+        raise PipelineError(f"dvc {' '.join(args)} failed:\n{done.stderr.strip()[-2000:]}")
+    return done.stdout
+
+
+def finished() -> set[str]:
+    return {line.strip() for line in dvc("exp", "list", "--name-only").splitlines() if line.strip()}
+
+
+def run(args: argparse.Namespace) -> int:
+    todo = cells(args.groups, args.seeds)
+    done = finished()
+    left = [(name, o) for name, o in todo if name not in done]
+    print(f"ablate: {len(todo)} experiments, {len(todo) - len(left)} already finished, {len(left)} to run")
+    for i, (name, overrides) in enumerate(left, 1):
+        print(f"[{i}/{len(left)}] dvc exp run -n {name} " + " ".join(f"-S {o}" for o in overrides), flush=True)
+        if not args.dry_run:
+            dvc("exp", "run", "-n", name, *(a for o in overrides for a in ("-S", o)))
+    return 0
+
+
+def rows(show: list) -> list[dict]:
+    """Every experiment of `dvc exp show --json` as {name, metrics: {(bench, metric): value}}."""
+    out = []
+
+    def visit(node: dict) -> None:
+        data = node.get("data") or {}
+        metrics = {}
+        for path, (bench, metric) in METRICS.items():
+            values = ((data.get("metrics") or {}).get(path) or {}).get("data") or {}
+            if metric in values.get(bench, {}):
+                metrics[(bench, metric)] = values[bench][metric]
+        if node.get("name") and metrics:
+            out.append({"name": node["name"], "metrics": metrics})
+        for exp in node.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                visit(rev)
+
+    for baseline in show:
+        visit(baseline)
+    return out
+
+
+def summarise(experiments: list[dict]) -> dict:
+    """{group: {value: {(bench, metric): (mean, std, n)}}} over the seeds of each cell."""
+    seen: dict = {}
+    for e in experiments:
+        m = NAME.fullmatch(e["name"])
+        if not m or m["group"] not in GROUPS:
+            continue
+        cell = seen.setdefault(m["group"], {}).setdefault(m["value"], {})
+        for key, value in e["metrics"].items():
+            cell.setdefault(key, {})[int(m["seed"])] = value
+    return {g: {v: {k: (statistics.mean(s.values()), statistics.stdev(s.values()) if len(s) > 1 else 0.0, len(s))
+                    for k, s in cells_.items()} for v, cells_ in values.items()} for g, values in seen.items()}
+
+
+def report(args: argparse.Namespace) -> int:
+    from pipeline.results import write_results
+
+    show = json.loads(dvc("exp", "show", "--json")) if args.show is None else json.loads(Path(args.show).read_text())
+    summary = summarise(rows(show))
+    if not summary:
+        raise PipelineError("no finished ablation experiments found: run `lincir ablate run` first")
+    write_results(summary, Path(args.out), Path(args.png))
+    print(f"wrote {args.out} and {args.png}")
+    return 0
+
+
+HELP = "queue the paper's ablations as DVC experiments, and build RESULTS.md from them"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("ablate", help=HELP, description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = parser.add_subparsers(dest="action", required=True)
+    r = actions.add_parser("run", help="run every missing experiment of the grid, one after the other")
+    r.add_argument("--groups", nargs="+", choices=list(GROUPS), default=list(GROUPS), help="which ablations")
+    r.add_argument("--seeds", type=int, default=3, help="seeds a cell (default 3: mean and std)")
+    r.add_argument("--dry-run", action="store_true", help="print the dvc commands without running them")
+    r.set_defaults(func=run)
+    p = actions.add_parser("report", help="write RESULTS.md and its picture from the finished experiments")
+    p.add_argument("--out", default="RESULTS.md")
+    p.add_argument("--png", default="docs/results.png")
+    p.add_argument("--show", help="read this saved `dvc exp show --json` instead of asking dvc")
+    p.set_defaults(func=report)
+    return parser
