@@ -40,22 +40,31 @@ from pipeline.text_encoder import TextTower, encode
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-# What the encoder reads on the masked side of the loss (paper Tab. 7): (masked token array,
-# tokenizer) -> the token array phi's token is trained in.
-SUPERVISION: Registry[Callable[[np.ndarray, Callable], np.ndarray]] = Registry("supervision")
+@dataclass(frozen=True)
+class Supervision:
+    """What phi learns from (paper Tab. 7): the token array the masked side of the loss encodes,
+    made from the keyword-masked captions, and whether phi reads the caption's own latent z_c
+    or the latent of the image the caption describes (image-caption pairs, data/pairs)."""
+
+    masked: Callable[[np.ndarray, Callable], np.ndarray]  # (masked token array, tokenizer) -> token array
+    from_images: bool = False
 
 
-@SUPERVISION.register("smp")
 def keyword_masked(masked: np.ndarray, tokenizer) -> np.ndarray:
-    """LinCIR's Self-Masking Projection: each caption with its keyword spans replaced by $."""
+    """Each caption with its keyword spans replaced by $ (LinCIR's Self-Masking Projection)."""
     return masked
 
 
-@SUPERVISION.register("photo_of")
 def photo_of(masked: np.ndarray, tokenizer) -> np.ndarray:
     """The fixed prompt "a photo of $" for every caption, the target text of Pic2Word and SEARLE."""
     row = tokenizer([f"a photo of {PLACEHOLDER}"]).numpy()[0].astype(masked.dtype)
     return np.broadcast_to(row[:masked.shape[1]], masked.shape)
+
+
+SUPERVISION: Registry[Supervision] = Registry("supervision")
+SUPERVISION.register("smp")(Supervision(keyword_masked))
+SUPERVISION.register("photo_of")(Supervision(photo_of))
+SUPERVISION.register("image_latent")(Supervision(keyword_masked, from_images=True))
 
 
 @dataclass
@@ -79,7 +88,7 @@ class TrainConfig:
     validate_every: int = 0  # score phi on the dev benchmark every N steps and keep the best; 0: off
     validate_on: str = ""  # the dev benchmark's name in params.yaml `benchmarks` (stages/train.py)
     validate_metric: str = "R@1"  # the paper selects by CIRR dev R@1
-    supervision: str = "smp"  # SUPERVISION: what the masked side of the loss encodes (paper Tab. 7)
+    supervision: str = "smp"  # SUPERVISION: what phi learns from (paper Tab. 7)
 
     def check(self) -> None:
         NOISE.get(self.noise), PHI.get(self.phi_variant), SUPERVISION.get(self.supervision)  # before any work
@@ -203,18 +212,20 @@ def new_phi(tower: TextTower, embed_dim: int, cfg: TrainConfig, device: str) -> 
 
 
 def smp_loss(tower: TextTower, phi: torch.nn.Module, masked_ids: torch.Tensor, z_c: torch.Tensor, cfg: TrainConfig,
-             gen: torch.Generator) -> torch.Tensor:
-    """The SMP objective of one batch: MSE between E(masked caption with $ = phi(z_c + noise)) and z_c."""
-    pseudo = phi(add_noise(z_c, cfg.noise, cfg.noise_scale, gen))
+             gen: torch.Generator, source: torch.Tensor | None = None) -> torch.Tensor:
+    """The SMP objective of one batch: MSE between E(masked caption with $ = phi(z_c + noise)) and z_c.
+    With `source` (image latents of the captions' images), phi reads source + noise instead."""
+    pseudo = phi(add_noise(z_c if source is None else source, cfg.noise, cfg.noise_scale, gen))
     return F.mse_loss(encode(tower, masked_ids, pseudo, truncate=cfg.truncate).float(), z_c)
 
 
 def train_phi(tower: TextTower, embed_dim: int, ids, masked, cfg: TrainConfig, *, device: str, checkpoint: Path,
               fingerprint: str = "", lengths: np.ndarray | None = None,
               log: Callable[[int, dict], None] = lambda step, values: None,
-              validation: Validation | None = None) -> torch.nn.Module:
+              validation: Validation | None = None, sources: np.ndarray | None = None) -> torch.nn.Module:
     """ids/masked: [N, C] token arrays (numpy, memmap or tensors); lengths: masked tokens a row
-    (for bucketing). Returns phi (unwrapped, in eval mode), the best one on `validation` when given.
+    (for bucketing); sources: [N, d] latents phi reads instead of z_c (image latents of the
+    captions' images), or None. Returns phi (unwrapped, in eval mode), the best one on `validation` when given.
     `log(step, {"loss": ...})` sees every logged point once, those of a resumed run's earlier
     part first (they are in the checkpoint); validation scores come as {"val_<metric>": ...}."""
     cfg.check()
@@ -256,7 +267,8 @@ def train_phi(tower: TextTower, embed_dim: int, ids, masked, cfg: TrainConfig, *
         gen = torch.Generator(device).manual_seed(seed)  # noise
         torch.manual_seed(seed)  # dropout
         with _autocast(device, dtype):
-            loss = step_loss(tower, model, masked_ids, z_c, cfg, gen)
+            source = None if sources is None else torch.from_numpy(np.asarray(sources[idx], np.float32)).to(device)
+            loss = step_loss(tower, model, masked_ids, z_c, cfg, gen, source)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -20,6 +20,7 @@ from pipeline.core.params import section, typed
 from pipeline.gallery import EmbedConfig
 from pipeline.keywords import KeywordsConfig
 from pipeline.masking import check_params as check_masking
+from pipeline.pairs import PairsConfig
 from pipeline.retrieval import EvaluateConfig
 from pipeline.tokens import TokensConfig
 from pipeline.train import TrainConfig
@@ -31,6 +32,7 @@ SECTIONS = {  # section -> its check; ingest's sources are checked by the ingest
     "backbone": lambda v: typed(BackboneConfig, v, "backbone"),
     "keywords": lambda v: typed(KeywordsConfig, v, "keywords"),
     "masking": check_masking,
+    "pairs": lambda v: typed(PairsConfig, v, "pairs"),
     "tokens": lambda v: typed(TokensConfig, v, "tokens"),
     "embed": lambda v: typed(EmbedConfig, v, "embed"),
     "evaluate": lambda v: typed(EvaluateConfig, v, "evaluate"),

@@ -14,6 +14,7 @@ from contextlib import nullcontext
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 from dvclive import Live
 
 from pipeline import backbone as B
@@ -29,6 +30,7 @@ from pipeline.tokens import load as load_tokens
 from pipeline.train import SUPERVISION, TrainConfig, Validation, new_phi, train_phi
 
 TOKENS = Path("data/tokens")
+PAIRS = Path("data/pairs")
 OUT = Path("data/train")
 CHECKPOINT = Path("data/checkpoints/train.pt")
 LIVE = Path("dvclive/train")
@@ -58,14 +60,19 @@ def main(params: dict) -> None:
     device = stage.device()
     backbone = B.load(Path("data/backbone/backbone.json"), device)
     tower = text_tower(backbone.model, backbone.tokenizer)
-    tokens = load_tokens(TOKENS)
+    supervision = SUPERVISION.get(cfg.supervision)
+    # image_latent learns from image-caption pairs: their captions' tokens, phi reading the image latents
+    token_dir = PAIRS / "tokens" if supervision.from_images else TOKENS
+    tokens = load_tokens(token_dir)
+    sources = np.load(PAIRS / "latents.npy")[np.load(PAIRS / "image_of.npy")] if supervision.from_images else None
     if tokens.placeholder_id != tower.placeholder_id:
-        raise PipelineError(f"{TOKENS}/meta.json placeholder {tokens.placeholder_id} differs from the "
+        raise PipelineError(f"{token_dir}/meta.json placeholder {tokens.placeholder_id} differs from the "
                             f"backbone tokenizer's {tower.placeholder_id}: re-run the tokens stage")
     embed_dim = B.embed_dim(backbone)
     # a checkpoint is resumed only by a run of the same config on the same inputs with the same code
     fingerprint = "-".join([json.loads(Path("data/backbone/backbone.json").read_text())["sha256"],
-                            B.file_sha256(TOKENS / "ids.npy"), B.file_sha256(TOKENS / "masked.npy"),
+                            *(B.file_sha256(token_dir / f) for f in ("ids.npy", "masked.npy")),
+                            *([B.file_sha256(PAIRS / "latents.npy")] if supervision.from_images else []),
                             stage.code_fingerprint()])
     config = {"variant": cfg.phi_variant, "embed_dim": embed_dim, "token_width": tower.width, "dropout": cfg.dropout}
     lead = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process writes
@@ -80,10 +87,11 @@ def main(params: dict) -> None:
                 live.log_metric(name, value)
             live.next_step()
 
-        masked = SUPERVISION.get(cfg.supervision)(tokens.masked, backbone.tokenizer)
+        masked = supervision.masked(tokens.masked, backbone.tokenizer)
         validation = dev_validation(params, cfg, backbone, device) if cfg.validate_every else None
         phi = train_phi(tower, embed_dim, tokens.ids, masked, cfg, device=device, checkpoint=CHECKPOINT,
-                        fingerprint=fingerprint, lengths=tokens.lengths[:, 1], log=log, validation=validation)
+                        fingerprint=fingerprint, lengths=tokens.lengths[:, 1], log=log, validation=validation,
+                        sources=sources)
         if lead and validation:
             live.summary.update({f"best_val_{cfg.validate_metric}": validation.best_score,
                                  "best_step": validation.best_step})

@@ -63,7 +63,7 @@ def project(tmp_path_factory):
 
 def test_repro_runs_every_stage_and_writes_metrics(project):
     root, _, first = project
-    assert ran(first) == {"params", "world", "backbone", "ingest", "keywords", "tokens", "train", "embed@world_circo",
+    assert ran(first) == {"params", "world", "backbone", "pairs", "ingest", "keywords", "tokens", "train", "embed@world_circo",
                           "embed@world_cirr", "evaluate@world_circo", "evaluate@world_cirr"}
     circo = yaml.safe_load((root / "metrics/evaluate/world_circo.all.json").read_text())
     assert set(circo) == {"lincir", "phi_random", "text_only", "image_only", "image_text_average"}
@@ -108,10 +108,17 @@ def test_noise_experiment_reruns_only_train_and_evaluate(project):
     assert "noise" in changed and len(changed) < 40
 
 
-def test_masking_experiment_does_not_rerun_spacy_or_images(project):
+def test_masking_experiment_does_not_rerun_spacy_on_the_corpus_or_the_gallery(project):
     root, dvc, _ = project
     out = sh(root, dvc, "exp", "run", "-S", "masking.strategy=nouns")
-    assert ran(out) == {"params", "tokens", "train", "evaluate@world_circo", "evaluate@world_cirr"}
+    assert ran(out) == {"params", "tokens", "pairs", "train", "evaluate@world_circo", "evaluate@world_cirr"}
+
+
+def test_image_latent_supervision_trains_from_the_pairs(project):
+    root, dvc, _ = project
+    out = sh(root, dvc, "exp", "run", "-S", "train.supervision=image_latent")
+    assert ran(out) == {"params", "train", "evaluate@world_circo", "evaluate@world_cirr"}
+    assert (root / "data/pairs/latents.npy").is_file() and "image_latent" in sh(root, dvc, "exp", "show", "--no-pager", "--md")
 
 
 def test_an_unsafe_benchmark_name_never_reaches_the_shell(project, tmp_path):

@@ -212,20 +212,42 @@ def test_validation_keeps_the_best_phi_and_logs_its_curve(tower, tmp_path):
     assert torch.equal(params_of(best), params_of(four))
 
 
-def test_photo_of_supervision_trains_the_fixed_prompt(tower, tmp_path):
+def test_supervision_kinds_change_what_phi_learns_from(tower, tmp_path):
     from pipeline.train import SUPERVISION
 
     t, d, tok = tower
     ids, masked = arrays(tok)
-    fixed = SUPERVISION.get("photo_of")(masked, tok)
+    fixed = SUPERVISION.get("photo_of").masked(masked, tok)
     assert fixed.shape == masked.shape and (fixed == fixed[0]).all()
     assert (fixed[0] == t.placeholder_id).sum() == 1 and not np.array_equal(fixed[1], masked[1])
-    assert SUPERVISION.get("smp")(masked, tok) is masked
+    assert SUPERVISION.get("smp").masked(masked, tok) is masked
+    image_latents = np.random.default_rng(0).normal(size=(len(ids), d)).astype(np.float32)
     runs = {}
-    for kind in ("smp", "photo_of"):
+    for kind in ("smp", "photo_of", "image_latent"):
+        s = SUPERVISION.get(kind)
         cfg = TrainConfig(steps=3, batch_size=12, lr=1e-3, checkpoint_every=100, supervision=kind)
-        runs[kind] = params_of(train_phi(t, d, ids, SUPERVISION.get(kind)(masked, tok), cfg, device="cpu",
-                                         checkpoint=tmp_path / f"{kind}.pt"))
-    assert not torch.equal(runs["smp"], runs["photo_of"])
+        runs[kind] = params_of(train_phi(t, d, ids, s.masked(masked, tok), cfg, device="cpu",
+                                         checkpoint=tmp_path / f"{kind}.pt",
+                                         sources=image_latents if s.from_images else None))
+    assert not torch.equal(runs["smp"], runs["photo_of"]) and not torch.equal(runs["smp"], runs["image_latent"])
     with pytest.raises(PipelineError, match="unknown supervision 'image'"):
         TrainConfig(supervision="image").check()
+
+
+def test_image_latent_supervision_feeds_phi_the_image_latent(tower):
+    from pipeline.train import smp_loss
+
+    t, d, tok = tower
+    ids, masked = arrays(tok)
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.clone())
+            return torch.zeros(len(x), t.width)
+
+    z_c, source = torch.randn(4, d), torch.randn(4, d)
+    cfg = TrainConfig(noise="none")
+    smp_loss(t, Probe(), torch.from_numpy(masked[:4].astype(np.int64)), z_c, cfg, torch.Generator(), source)
+    smp_loss(t, Probe(), torch.from_numpy(masked[:4].astype(np.int64)), z_c, cfg, torch.Generator())
+    assert torch.equal(seen[0], source) and torch.equal(seen[1], z_c)

@@ -27,8 +27,8 @@ from pipeline.core.errors import PipelineError, quoted
 from pipeline.core.params import typed
 from pipeline.core.registry import Registry
 
-__all__ = ["BENCHMARKS", "Benchmark", "ImageSource", "MissingImagesError", "Query",
-           "BenchmarkEntry", "check_benchmarks", "check_images", "from_params", "load_benchmark", "open_image", "to_rgb"]
+__all__ = ["BENCHMARKS", "Benchmark", "BenchmarkEntry", "ImageSource", "MissingImagesError", "Query",
+           "check_benchmarks", "check_images", "check_paths", "from_params", "load_benchmark", "open_image", "to_rgb"]
 
 BENCHMARKS: Registry[Callable[..., Benchmark]] = Registry("benchmark")
 BENCHMARKS.register("circo")(read_circo)
@@ -113,15 +113,19 @@ def check_images(bench: Benchmark, workers: int = 8) -> None:
     any model work, not half-way through embedding); JPEGs decode at reduced scale, which
     still reads every byte. Files are checked once even where several crops share one.
     """
-    paths = sorted({source.path for source in bench.images.values()})
+    check_paths([source.path for source in bench.images.values()], f"{bench.name} {bench.split}", workers)
+
+
+def check_paths(paths: Sequence[Path], what: str, workers: int = 8) -> None:
+    """check_images for a list of image files; `what` names them in the message."""
+    paths = sorted(set(paths))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         problems = [p for p in pool.map(_image_problem, paths) if p]
     if problems:
         listed = "\n  ".join(problems[:MAX_LISTED])
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
         raise MissingImagesError(
-            f"{bench.name} {bench.split}: {len(problems)} of {len(paths)} image files are missing or "
-            f"unreadable:\n  {listed}{more}",
+            f"{what}: {len(problems)} of {len(paths)} image files are missing or unreadable:\n  {listed}{more}",
             problems,
         )
 

@@ -1,0 +1,75 @@
+"""Image–caption pairs, prepared once for every objective that learns from images: the
+captions as the table the keywords and tokens code reads (one row a caption, in order),
+`image_of` mapping each caption row to its image, and the images' latents.
+
+A pairs table is a Parquet or CSV file with an image-path column (relative to the table's
+folder, or absolute) and a caption column holding a caption or a list of captions; the
+world's `data/world/pairs.parquet` is the default. Rows can be restricted to one value of a
+`split` column.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from pipeline.core.errors import PipelineError, quoted
+from pipeline.ingest import SCHEMA, normalise
+
+
+@dataclass
+class PairsConfig:
+    """params.yaml `pairs` (stages/pairs.py)."""
+
+    path: str = "data/world/pairs.parquet"
+    image_column: str = "file"
+    caption_column: str = "captions"
+    split: str = "train"  # rows whose `split` column is this; "" takes every row
+
+
+def read_pairs(cfg: PairsConfig) -> tuple[list[Path], list[list[str]]]:
+    """(image paths, captions of each image), in the table's order."""
+    path = Path(cfg.path)
+    readers = {".parquet": lambda p: pq.read_table(p), ".csv": lambda p: pacsv.read_csv(p)}
+    if path.suffix not in readers:
+        raise PipelineError(f"pairs.path {path}: a .parquet or .csv table of image paths and captions")
+    if not path.is_file():
+        raise PipelineError(f"pairs.path {path} not found (for the world, run the world stage)")
+    try:
+        table = readers[path.suffix](path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise PipelineError(f"{path} could not be read: {str(e)[:200]}") from None
+    for column in (cfg.image_column, cfg.caption_column):
+        if column not in table.column_names:
+            raise PipelineError(f"{path} has no column {column!r}; its columns: {', '.join(table.column_names)}")
+    if cfg.split:
+        if "split" not in table.column_names:
+            raise PipelineError(f"{path} has no `split` column: set pairs.split to \"\" to take every row")
+        table = table.filter(pa.compute.equal(table["split"], cfg.split))
+    if table.num_rows == 0:
+        raise PipelineError(f"{path} has no pairs{f' with split {cfg.split!r}' if cfg.split else ''}")
+    images, captions = [], []
+    for row, (image, caption) in enumerate(zip(table[cfg.image_column].to_pylist(),
+                                               table[cfg.caption_column].to_pylist())):
+        texts = [caption] if isinstance(caption, str) else caption
+        if not isinstance(image, str) or not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise PipelineError(f"{path} row {row}: expected an image path and a caption or a list of captions, "
+                                f"got {quoted(image)} and {quoted(caption)}")
+        images.append(Path(image) if Path(image).is_absolute() else path.parent / image)
+        captions.append(texts)
+    return images, captions
+
+
+def write_captions(captions: list[list[str]], out: Path) -> np.ndarray:
+    """The captions table (ingest's schema, every caption kept, normalised like ingest does);
+    returns image_of: the image row of each caption row."""
+    texts = [normalise(t)[0] for cs in captions for t in cs]
+    image_of = np.repeat(np.arange(len(captions)), [len(cs) for cs in captions])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"id": pa.array(np.arange(len(texts)), pa.int64()), "text": pa.array(texts, pa.string()),
+                             "source": pa.array(["pairs"] * len(texts), pa.string())}, schema=SCHEMA), out)
+    return image_of

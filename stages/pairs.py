@@ -1,0 +1,51 @@
+"""DVC stage `pairs`: image–caption pairs prepared once (params: pairs, keywords, masking).
+
+Writes data/pairs/: captions.parquet and keywords.parquet (the keywords stage's code),
+tokens/ (the tokens stage's code: ids, masked, lengths, meta.json), image_of.npy (the image
+row of each caption row) and latents.npy (the images' latents, unnormalised, as phi reads
+them). Objectives that learn from images (train.supervision: image_latent) read them.
+"""
+from pathlib import Path
+import shutil
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from pipeline import backbone as B
+from pipeline.benchmarks import ImageSource, check_paths
+from pipeline.core import stage
+from pipeline.core.params import section, typed
+from pipeline.gallery import embed_images
+from pipeline.keywords import KeywordsConfig, tag_captions
+from pipeline.masking import check_params
+from pipeline.pairs import PairsConfig, read_pairs, write_captions
+from pipeline.tokens import tokenize_captions
+
+OUT = Path("data/pairs")
+
+
+def main(params: dict) -> None:
+    cfg = typed(PairsConfig, section(params, "pairs"), "pairs")
+    kw = typed(KeywordsConfig, section(params, "keywords"), "keywords")
+    check_params(section(params, "masking"))
+    images, captions = read_pairs(cfg)
+    check_paths(images, f"pairs {cfg.path}")  # every image decodes, before any model work
+    shutil.rmtree(OUT, ignore_errors=True)
+    image_of = write_captions(captions, OUT / "captions.parquet")
+    np.save(OUT / "image_of.npy", image_of)
+    tag_captions(OUT / "captions.parquet", OUT / "keywords.parquet", kw.model, kw.pos, kw.batch_size, kw.n_process)
+    backbone = B.load(Path("data/backbone/backbone.json"), stage.device())
+    meta = tokenize_captions(OUT / "captions.parquet", OUT / "keywords.parquet", OUT / "tokens", backbone.tokenizer,
+                             section(params, "masking"), params["backbone"]["model"])
+    embed = section(params, "embed")
+    latents = embed_images(backbone.model, backbone.preprocess, [ImageSource(p) for p in images],
+                           batch_size=embed.get("batch_size", 256), num_workers=embed.get("num_workers", 0),
+                           device=stage.device())
+    np.save(OUT / "latents.npy", latents)
+    print(f"pairs: {len(images)} images, {meta['rows']} captions, fallbacks={meta['fallbacks']}")
+
+
+if __name__ == "__main__":
+    stage.run(main)
