@@ -15,37 +15,66 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pipeline.benchmarks import Benchmark, ImageSource, open_image
+from pipeline.core.errors import PipelineError
 from pipeline.core.registry import Registry
 
 INDEX = Registry("faiss index type")
 INDEX.register("flat")(lambda d, n: "Flat")  # exact; the default
 INDEX.register("hnsw")(lambda d, n: "HNSW32")  # approximate, for galleries of millions
-INDEX.register("ivf")(lambda d, n: f"IVF{max(1, min(4096, int(4 * np.sqrt(n))))},Flat")
+# IVF: ~4 sqrt(n) lists; never more lists than vectors to train them on (a folder of 10 photos)
+INDEX.register("ivf")(lambda d, n: f"IVF{max(1, min(n, 4096, int(4 * np.sqrt(n))))},Flat")
 
 
 class _Images(Dataset):
-    def __init__(self, sources: list[ImageSource], preprocess):
-        self.sources, self.preprocess = sources, preprocess
+    def __init__(self, sources: list[ImageSource], preprocess, skip_unreadable: bool = False):
+        self.sources, self.preprocess, self.skip_unreadable = sources, preprocess, skip_unreadable
 
     def __len__(self):
         return len(self.sources)
 
     def __getitem__(self, i):
-        return self.preprocess(open_image(self.sources[i]).convert("RGB"))
+        try:
+            return i, self.preprocess(open_image(self.sources[i]).convert("RGB"))
+        except PipelineError as e:
+            if not self.skip_unreadable:
+                raise
+            return i, str(e)
+
+
+def _readable(batch: list) -> tuple[list[int], torch.Tensor | None, dict[int, str]]:
+    """Collates the images that decoded; the others' errors by position."""
+    kept = [(i, x) for i, x in batch if not isinstance(x, str)]
+    problems = {i: x for i, x in batch if isinstance(x, str)}
+    return [i for i, _ in kept], torch.stack([x for _, x in kept]) if kept else None, problems
 
 
 @torch.no_grad()
-def embed_images(model: torch.nn.Module, preprocess, sources: list[ImageSource], *, batch_size: int,
-                 num_workers: int, device: str) -> np.ndarray:
-    """Unnormalised image latents [N, d] float32 (phi takes them unnormalised, as in training)."""
-    loader = DataLoader(_Images(sources, preprocess), batch_size=batch_size, num_workers=num_workers,
-                        pin_memory=device == "cuda")
+def embed_readable(model: torch.nn.Module, preprocess, sources: list[ImageSource], *, batch_size: int,
+                   num_workers: int, device: str, skip_unreadable: bool = False, progress: bool = True,
+                   ) -> tuple[np.ndarray, list[int], dict[int, str]]:
+    """Unnormalised image latents [N, d] float32 (phi takes them unnormalised, as in training),
+    the positions in `sources` they belong to, and the error of each position left out: none
+    unless `skip_unreadable`, which drops files that do not decode (a user's photo folder)
+    where a benchmark raises."""
+    loader = DataLoader(_Images(sources, preprocess, skip_unreadable), batch_size=batch_size,
+                        num_workers=num_workers, pin_memory=device == "cuda", collate_fn=_readable)
     dtype = torch.float16 if device == "cuda" else torch.float32
-    out = []
-    for images in tqdm(loader, desc="embedding images", unit="batch"):
+    out, rows, problems = [], [], {}
+    for kept, images, failed in tqdm(loader, desc="embedding images", unit="batch", disable=not progress):
+        problems.update(failed)
+        if images is None:
+            continue
         with torch.autocast(device, dtype=dtype, enabled=device == "cuda"):
             out.append(model.encode_image(images.to(device)).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+        rows += kept
+    return (torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)), rows, problems
+
+
+def embed_images(model: torch.nn.Module, preprocess, sources: list[ImageSource], *, batch_size: int,
+                 num_workers: int, device: str) -> np.ndarray:
+    """Unnormalised image latents [N, d] float32, one per source; an unreadable image raises."""
+    return embed_readable(model, preprocess, sources, batch_size=batch_size, num_workers=num_workers,
+                          device=device)[0]
 
 
 def normalise(x: np.ndarray) -> np.ndarray:

@@ -91,7 +91,7 @@ def _image_problem(path: Path) -> str | None:
     try:
         with Image.open(path) as image:
             image.size  # noqa: B018  (the header is parsed by open; touching it is the check)
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         return f"{path} (unreadable: {e})"
     return None
 
@@ -103,5 +103,5 @@ def open_image(source: ImageSource) -> Image.Image:
         with Image.open(source.path) as image:
             image.load()
             return crop_to_box(image, source.box) if source.box else image.copy()
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise PipelineError(f"cannot read image {source.path}: {e}") from None
