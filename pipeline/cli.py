@@ -6,8 +6,9 @@ import argparse
 import sys
 
 from pipeline import perf, score, submit
+from pipeline.search import commands as search
 
-COMMANDS = [score, submit, perf]
+COMMANDS = [score, submit, perf, search]
 
 
 def main(argv: list[str] | None = None) -> int:
