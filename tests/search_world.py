@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -101,3 +102,23 @@ def _open(path: Path):
     from PIL import Image
 
     return Image.open(path).convert("RGB")
+
+
+def queries():
+    """Every shape x colour as the reference, asked for another colour: (reference, condition, ground truths)."""
+    for n, (shape, colour) in enumerate((s, c) for s in SHAPES for c in COLOURS):
+        new = [c for c in COLOURS if c != colour][n % 5]
+        yield thing_path(shape, colour, 0), f"is {new}", {thing_path(shape, new, i) for i in range(RENDERS)}
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """The built world, indexed (flat) at <tmp>/photos.index and opened for search."""
+    from pipeline.search import index as I
+    from pipeline.search.query import open_index
+
+    w = build(tmp_path_factory.mktemp("search"))
+    w["index"] = w["photos"].parent / "photos.index"
+    I.update(w["photos"], w["index"], backbone_file=w["backbone"], phi=w["phi"], kind="flat")
+    w["searcher"] = open_index(w["index"])
+    return w

@@ -15,31 +15,15 @@ from pipeline.phi import load_phi
 from pipeline.retrieval import composed_queries
 from pipeline.search import index as I
 from pipeline.search.query import open_index, search
-from pipeline.world.attributes import COLOURS, SHAPES
 
 import search_world as W
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    w = W.build(tmp_path_factory.mktemp("search"))
-    w["index"] = w["photos"].parent / "photos.index"
-    I.update(w["photos"], w["index"], backbone_file=w["backbone"], phi=w["phi"], kind="flat")
-    w["searcher"] = open_index(w["index"])
-    return w
-
-
-def queries():
-    """Every shape x colour as the reference, asked for another colour: (reference, condition, ground truths)."""
-    for n, (shape, colour) in enumerate((s, c) for s in SHAPES for c in COLOURS):
-        new = [c for c in COLOURS if c != colour][n % 5]
-        yield W.thing_path(shape, colour, 0), f"is {new}", {W.thing_path(shape, new, i) for i in range(W.RENDERS)}
+from search_world import world  # noqa: F401  (the fixture)
 
 
 def test_a_composed_query_ranks_its_ground_truths_first(world):
     s = world["searcher"]
     composed = text_only = 0
-    for ref, condition, truths in queries():
+    for ref, condition, truths in W.queries():
         mode, hits = search(s, ref, condition, k=W.RENDERS)
         assert mode == "composed" and ref not in {p for p, _ in hits}
         composed += {p for p, _ in hits} == truths
@@ -106,7 +90,7 @@ def test_approximate_index_kinds(world, tmp_path, kind):
     I.update(world["photos"], tmp_path / kind, backbone_file=world["backbone"], phi=world["phi"], kind=kind)
     s = open_index(tmp_path / kind)
     assert json.loads((tmp_path / kind / "index.json").read_text())["index"] == kind
-    ref, condition, truths = next(queries())
+    ref, condition, truths = next(W.queries())
     assert len(search(s, ref, condition, k=5)[1]) == 5
 
 
@@ -125,7 +109,7 @@ def test_an_authors_checkpoint_gives_the_same_query_features(world, tmp_path):
     a, b = composed_queries(ctx, refs, texts, ours), composed_queries(ctx, refs, texts, theirs)
     assert np.array_equal(a, b)
     s = open_index(world["index"], phi=tmp_path / "lincir_world.pt")
-    ref, condition, truths = next(queries())
+    ref, condition, truths = next(W.queries())
     assert search(s, ref, condition, 5) == search(world["searcher"], ref, condition, 5)
 
 
@@ -152,7 +136,7 @@ def test_not_a_phi_checkpoint_is_named(world, tmp_path):
 
 
 def test_search_command_prints_json_and_draws_a_grid(world, capsys, tmp_path):
-    ref, condition, truths = next(queries())
+    ref, condition, truths = next(W.queries())
     code = main(["search", "--index", str(world["index"]), "--image", ref, "--text", condition, "-k", "4",
                  "--json", "--grid", str(tmp_path / "grid.png")])
     out = json.loads(capsys.readouterr().out)

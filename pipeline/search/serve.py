@@ -58,6 +58,7 @@ def uploaded_image(data: bytes) -> bytes:
 def create_app(s: Searcher, max_upload_mb: float = 10.0) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
+    app.url_map.merge_slashes = False  # "/api/thumb//etc/passwd" reaches entry() and is refused, not redirected
 
     @lru_cache(maxsize=1024)
     def thumbnail(path: str) -> bytes:
