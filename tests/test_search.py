@@ -3,6 +3,7 @@ finds its ground truth, updates re-embed only what changed, the authors' phi che
 and bad input is one clear error."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,3 +177,15 @@ def test_index_refuses_what_it_cannot_trust(world, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(PipelineError, match="no readable image under"):
         I.update(tmp_path / "empty", tmp_path / "z", backbone_file=world["backbone"], phi=world["phi"], kind="flat")
+
+
+def test_a_relative_weights_path_is_recorded_absolute(world, tmp_path, monkeypatch):
+    """backbone.json names its weights relative to the repository; search may run from anywhere."""
+    workdir = world["photos"].parent
+    identity = json.loads(world["backbone"].read_text())
+    identity["pretrained"] = str(Path(identity["pretrained"]).relative_to(workdir))
+    (tmp_path / "backbone.json").write_text(json.dumps(identity))
+    monkeypatch.chdir(workdir)
+    I.update(world["photos"], tmp_path / "idx", backbone_file=tmp_path / "backbone.json", phi=world["phi"], kind="flat")
+    monkeypatch.chdir(tmp_path)
+    assert len(search(open_index(tmp_path / "idx"), None, "is red", 3)[1]) == 3

@@ -76,6 +76,8 @@ def update(folder: Path, out: Path, *, backbone_file: Path, phi: Path, kind: str
         raise PipelineError(f"{folder} is not a folder of images")
     gallery.INDEX.get(kind)  # a wrong kind fails before any model work
     identity = B.read_identity(backbone_file)
+    # backbone.json holds the weights' path relative to the repository: search may run elsewhere
+    identity["pretrained"] = str(Path(identity["pretrained"]).resolve())
     previous = read(out) if (out / RECORD).is_file() else None
     if previous and previous.record["backbone"] != identity:
         raise PipelineError(f"{out} was built with backbone {previous.record['backbone']}, not {identity} "
