@@ -40,13 +40,17 @@ def test_scores_are_cosine_similarities_best_first(world):
     assert len(hits) == 10 and hits[0][0] == W.thing_path("star", "red", 0)  # its twin render, itself left out
 
 
-def test_an_image_file_outside_the_index_is_embedded_like_the_gallery(world):
+def test_an_image_file_outside_the_index_is_embedded_like_the_gallery(world, tmp_path):
     ref = W.thing_path("cross", "green", 0)
-    from_file = search(world["searcher"], str(world["photos"] / ref), "is purple", k=5)[1]
+    outside = tmp_path / "mine.png"
+    shutil.copy(world["photos"] / ref, outside)
+    from_file = search(world["searcher"], str(outside), "is purple", k=5)[1]
     from_entry = search(world["searcher"], ref, "is purple", k=4)[1]
-    assert search(world["searcher"], str(world["photos"] / ref), None, k=1)[1][0] == (ref, pytest.approx(1, abs=1e-5))
+    assert search(world["searcher"], str(outside), None, k=1)[1][0] == (ref, pytest.approx(1, abs=1e-5))
     assert [p for p, _ in from_file if p != ref][:4] == [p for p, _ in from_entry]
     assert np.allclose([c for p, c in from_file if p != ref][:4], [c for _, c in from_entry], atol=1e-5)
+    # the same file named by its path under the indexed folder is the entry, left out of its results
+    assert search(world["searcher"], str(world["photos"] / ref), "is purple", k=4)[1] == from_entry
 
 
 def test_update_re_embeds_only_new_and_changed_files(world, tmp_path, monkeypatch):

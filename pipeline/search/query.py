@@ -73,8 +73,9 @@ def open_index(out: Path, phi: Path | None = None, device: str = "cpu", template
 
 def reference(s: Searcher, image) -> Reference:
     """`image`: an index entry (its path under the root), an image file, or uploaded bytes."""
-    if isinstance(image, str) and image in s.row:
-        return Reference(s.ctx.latents[s.row[image]], s.row[image])
+    entry = None if isinstance(image, bytes) else _entry(s, image)
+    if entry is not None:
+        return Reference(s.ctx.latents[s.row[entry]], s.row[entry])
     if isinstance(image, bytes):
         source = io.BytesIO(image)
     elif Path(image).is_file():
@@ -87,6 +88,17 @@ def reference(s: Searcher, image) -> Reference:
     if problems:
         raise PipelineError(f"reference is not a readable image: {problems[0]}")
     return Reference(latents[0], None)
+
+
+def _entry(s: Searcher, image) -> str | None:
+    """The index entry `image` names: a path as listed, or the file's own path under the root."""
+    if str(image) in s.row:
+        return str(image)
+    try:
+        relative = Path(image).resolve().relative_to(s.root).as_posix()
+    except (ValueError, OSError):
+        return None
+    return relative if relative in s.row else None
 
 
 SEARCH_MODES.register("composed")(
