@@ -79,7 +79,8 @@ def update(folder: Path, out: Path, *, backbone_file: Path, phi: Path, kind: str
     # backbone.json holds the weights' path relative to the repository: search may run elsewhere
     identity["pretrained"] = str(Path(identity["pretrained"]).resolve())
     previous = read(out) if (out / RECORD).is_file() else None
-    if previous and previous.record["backbone"] != identity:
+    same = lambda a, b: (a["model"], a["sha256"]) == (b["model"], b["sha256"])  # noqa: E731  (a moved file is fine)
+    if previous and not same(previous.record["backbone"], identity):
         raise PipelineError(f"{out} was built with backbone {previous.record['backbone']}, not {identity} "
                             f"({backbone_file}): its latents cannot be mixed; index into a new --out")
     B.check_weights(identity, f"{backbone_file}: re-run the backbone stage")
@@ -116,7 +117,8 @@ def update(folder: Path, out: Path, *, backbone_file: Path, phi: Path, kind: str
 
 
 def write(out: Path, record: dict, table: pl.DataFrame, latents: np.ndarray, index: faiss.Index) -> None:
-    """index.json last: an interrupted write leaves the old record, which the next run redoes."""
+    """index.json goes first and comes back last: after an interrupted write there is no record,
+    and the next run embeds everything again rather than trust a half-written table."""
     out.mkdir(parents=True, exist_ok=True)
     (out / RECORD).unlink(missing_ok=True)
     table.write_parquet(out / TABLE)
