@@ -94,9 +94,9 @@ def test_unknown_routes_and_methods_are_json(client):
 
 @pytest.fixture
 def served(world):
-    from werkzeug.serving import make_server
+    from pipeline.search.serve import make
 
-    server = make_server("127.0.0.1", 0, create_app(world["searcher"]), threaded=True)
+    server = make(world["searcher"], port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/"

@@ -122,7 +122,10 @@ def _grid(searcher, args, hits) -> None:
 
 
 def serve_command(args) -> int:
-    from pipeline.search.serve import serve
+    try:
+        from pipeline.search.serve import serve
+    except ImportError as e:  # flask is the optional extra `serve`
+        raise PipelineError(f"lincir serve needs Flask ({e}): pip install -e '.[serve]'") from None
 
     _one_faiss_thread()
     serve(args.index, args.phi, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, device=_device())

@@ -132,10 +132,17 @@ def _int(value: str, name: str, low: int, high: int) -> int:
     return n
 
 
+def make(s: Searcher, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10.0):
+    """The HTTP server (werkzeug's, threaded) of `s`'s page; port 0 picks a free one."""
+    return make_server(host, port, create_app(s, max_upload_mb), threaded=True)
+
+
 def serve(index: Path, phi: Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
           max_upload_mb: float = 10.0, device: str = "cpu") -> None:
-    app = create_app(open_index(index, phi, device), max_upload_mb)
-    server = make_server(host, port, app, threaded=True)
+    server = make(open_index(index, phi, device), host, port, max_upload_mb)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"lincir serve: bound to {host}: anyone who reaches it can search and see the indexed images",
+              flush=True)
     print(f"lincir serve: http://{host}:{server.server_port}/ ({index}); Ctrl-C stops it", flush=True)
     try:
         server.serve_forever()
