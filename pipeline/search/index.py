@@ -44,12 +44,17 @@ def scan(folder: Path) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"path": pl.String, "size": pl.Int64, "mtime_ns": pl.Int64}).sort("path")
 
 
+def load_checked_phi(path: Path, backbone: B.Backbone, device: str = "cpu"):
+    """phi from `path` (either checkpoint format), refused unless its widths are the backbone's."""
+    phi = load_phi(path, device)
+    check_widths(phi, B.embed_dim(backbone), text_tower(backbone.model, backbone.tokenizer).width, f"phi {path}")
+    return phi
+
+
 def phi_record(path: Path, backbone: B.Backbone) -> dict:
     """phi's file, hash and widths, after checking the widths against the backbone's."""
     config, _ = read_phi_checkpoint(path)
-    phi = load_phi(path)
-    check_widths(phi, B.embed_dim(backbone), text_tower(backbone.model, backbone.tokenizer).width, f"phi {path}")
-    d, w = widths(phi)
+    d, w = widths(load_checked_phi(path, backbone))
     return {"path": str(Path(path).resolve()), "sha256": B.file_sha256(path), "variant": config["variant"],
             "embed_dim": d, "token_width": w}
 

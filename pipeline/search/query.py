@@ -22,10 +22,8 @@ from pipeline import gallery
 from pipeline.benchmarks import ImageSource
 from pipeline.core.errors import PipelineError
 from pipeline.core.registry import Registry
-from pipeline.phi import check_widths, load_phi
 from pipeline.retrieval import QueryContext, composed_queries, encode_texts, query_context
 from pipeline.search import index as I
-from pipeline.text_encoder import text_tower
 
 TEMPLATE = "a photo of $ that {}"  # params.yaml evaluate.template
 SEARCH_MODES = Registry("search mode")
@@ -61,9 +59,7 @@ def open_index(out: Path, phi: Path | None = None, device: str = "cpu", template
         raise PipelineError(f"phi {phi_path} recorded in {out / I.RECORD} is missing or changed since indexing: "
                             f"re-run `lincir index` or pass --phi")
     backbone = B.from_identity(ident, device)
-    model_phi = load_phi(phi_path, device)
-    check_widths(model_phi, B.embed_dim(backbone), text_tower(backbone.model, backbone.tokenizer).width,
-                 f"phi {phi_path}")
+    model_phi = I.load_checked_phi(phi_path, backbone, device)
     paths = stored.table["path"].to_list()
     ctx = query_context(backbone, paths, stored.latents, {"trained": model_phi}, template=template,
                         normalize_image_latent=False, device=device)
