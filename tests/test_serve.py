@@ -109,6 +109,7 @@ def test_the_page_in_headless_chromium(served, world, tmp_path, monkeypatch):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -143,5 +144,16 @@ def test_the_page_in_headless_chromium(served, world, tmp_path, monkeypatch):
         assert Image.open(shot).size[0] > 500
         if os.environ.get("LINCIR_SCREENSHOT"):  # where to keep a copy, e.g. docs/serve.png
             shutil.copy(shot, os.environ["LINCIR_SCREENSHOT"])
+
+        # the other way to give a reference: an entry of the index, typed (or picked from the list)
+        pick, condition, truths = list(W.queries())[7]
+        driver.find_element(By.ID, "ref").send_keys(pick + Keys.TAB)  # the change event clears the upload
+        text = driver.find_element(By.ID, "text")
+        text.clear()
+        text.send_keys(condition)
+        driver.find_element(By.ID, "go").click()
+        wait.until(lambda d: set(d.execute_script(  # read in one go: the page replaces the figures
+            "return [...document.querySelectorAll('#results figure')].slice(0, 2).map(f => f.dataset.path)")) == truths)
+        assert driver.find_element(By.ID, "error").text == ""
     finally:
         driver.quit()
