@@ -78,10 +78,26 @@ def freeze(backbone: Backbone) -> Backbone:
 
 def load(identity_file: Path, device: str = "cpu") -> Backbone:
     """Loads the frozen backbone that the backbone stage recorded in `identity_file`."""
+    return from_identity(read_identity(identity_file), device)
+
+
+def read_identity(identity_file: Path) -> dict:
+    """The backbone stage's record: {"model", "pretrained" (the weights file), "sha256"}."""
     if not Path(identity_file).is_file():
         raise PipelineError(f"{identity_file} not found: run the backbone stage first (dvc repro backbone)")
-    ident = json.loads(Path(identity_file).read_text())
+    return json.loads(Path(identity_file).read_text())
+
+
+def from_identity(ident: dict, device: str = "cpu") -> Backbone:
     return freeze(create(ident["model"], ident["pretrained"], device))
+
+
+def check_weights(ident: dict, what: str) -> None:
+    """Refuses a weights file that is gone or no longer the one `ident` recorded."""
+    weights = Path(ident["pretrained"])
+    if not weights.is_file() or file_sha256(weights) != ident["sha256"]:
+        raise PipelineError(f"the backbone weights {weights} recorded in {what} are missing or changed since "
+                            f"(sha256 {ident['sha256'][:12]}...)")
 
 
 def file_sha256(path: Path) -> str:

@@ -8,8 +8,9 @@ import sys
 
 from pipeline import ablate, perf, score, submit
 from pipeline.core.errors import PipelineError
+from pipeline.search import commands as search
 
-COMMANDS = [score, submit, ablate, perf]
+COMMANDS = [score, submit, ablate, perf, search]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,7 +62,7 @@ def _mean_by_owner(features: np.ndarray, owner: np.ndarray, n: int) -> np.ndarra
 
 
 @torch.no_grad()
-def _encode_texts(ctx: QueryContext, texts: list[str], pseudo: torch.Tensor | None = None) -> np.ndarray:
+def encode_texts(ctx: QueryContext, texts: list[str], pseudo: torch.Tensor | None = None) -> np.ndarray:
     out = []
     for i in range(0, len(texts), ctx.batch_size):
         ids = ctx.tokenizer(texts[i:i + ctx.batch_size]).to(ctx.device)
@@ -76,19 +76,26 @@ def _reference_latents(ctx: QueryContext, queries: list[Query]) -> np.ndarray:
 
 
 @torch.no_grad()
-def pseudo_token_queries(ctx: QueryContext, queries: list[Query], phi: torch.nn.Module) -> np.ndarray:
-    texts, owner = _per_caption(queries)
-    z = torch.from_numpy(_reference_latents(ctx, queries)[owner]).to(ctx.device)
+def composed_queries(ctx: QueryContext, references: np.ndarray, texts: list[str], phi: torch.nn.Module) -> np.ndarray:
+    """Features [N, d], not normalised, of `template.format(text)` with `$` = phi(reference latent),
+    one query a row: the LinCIR query of a benchmark and of `lincir search` alike."""
+    z = torch.from_numpy(references).to(ctx.device)
     if ctx.normalize_image_latent:
         z = F.normalize(z, dim=-1)
     pseudo = phi(z)
     prompts = [ctx.template.format(t) for t in texts]
-    return _mean_by_owner(_encode_texts(ctx, prompts, pseudo), owner, len(queries))
+    return encode_texts(ctx, prompts, pseudo)
+
+
+def pseudo_token_queries(ctx: QueryContext, queries: list[Query], phi: torch.nn.Module) -> np.ndarray:
+    texts, owner = _per_caption(queries)
+    features = composed_queries(ctx, _reference_latents(ctx, queries)[owner], texts, phi)
+    return _mean_by_owner(features, owner, len(queries))
 
 
 def text_queries(ctx: QueryContext, queries: list[Query]) -> np.ndarray:
     texts, owner = _per_caption(queries)
-    return _mean_by_owner(_encode_texts(ctx, texts), owner, len(queries))
+    return _mean_by_owner(encode_texts(ctx, texts), owner, len(queries))
 
 
 METHODS.register("lincir")(lambda ctx, queries: pseudo_token_queries(ctx, queries, ctx.phis["trained"]))

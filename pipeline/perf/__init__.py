@@ -6,6 +6,7 @@ same inputs in one run; prints the throughput of both, their ratio, and one JSON
     lincir perf tokens --captions 20000       tokenizing captions and masked captions
     lincir perf embed --images 256            gallery image embedding
     lincir perf memory --captions 2000000     peak RSS of ingest -> keywords -> tokens
+    lincir perf search --sizes 100000 1000000 per-query latency of the flat, ivf and hnsw indexes
 
 One module per target (pipeline/perf/<target>.py), each with add_parser(subparsers) and
 run(args). Inputs are synthetic and seeded (pipeline/perf/synthetic.py); results are
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.perf import embed, keywords, memory, tokens, train
+from pipeline.perf import embed, keywords, memory, search, tokens, train
 
-TARGETS = [train, keywords, tokens, embed, memory]
+TARGETS = [train, keywords, tokens, embed, memory, search]
 HELP = "throughput of the optimised paths against the reference implementation (see BENCHMARKS.md)"
 
 

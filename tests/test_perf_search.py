@@ -1,0 +1,16 @@
+"""`lincir perf search` at a tiny size: every kind timed, flat is its own exact reference."""
+import json
+
+from pipeline.cli import main
+
+
+def test_perf_search_times_every_index_kind(capsys):
+    argv = ["perf", "search", "--sizes", "2000", "--dim", "32", "--queries", "20", "-k", "5", "--threads", "1"]
+    assert main(argv) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = {row["path"]: row for row in record["rows"]}
+    assert list(rows) == ["flat @ 2,000", "ivf @ 2,000", "hnsw @ 2,000"]
+    assert rows["flat @ 2,000"]["recall@5"] == 1.0 and rows["ivf @ 2,000"]["factory"] == "IVF178,Flat"
+    assert all(0 < row["p50_ms"] <= row["p95_ms"] for row in rows.values())
+    assert all(0 <= row["recall@5"] <= 1 for row in rows.values())
+    assert set(record["ratio"]) == {"ivf_p50_speedup", "hnsw_p50_speedup"}
