@@ -3,7 +3,8 @@
 `pretrained: world` trains the small `lincir-world` open_clip model on the world's
 image-caption pairs; any other value is an open_clip tag or a checkpoint file. Either
 way the weights are then loaded by the one loader every later stage uses, and their
-identity (path + sha256) is written to data/backbone/backbone.json.
+identity (path + sha256) is written to data/backbone/backbone.json. The held-out pairs'
+latents (data/backbone/heldout_latents.pt) are kept for the geometry stage.
 """
 from pathlib import Path
 import sys
@@ -18,6 +19,7 @@ from tqdm import tqdm
 from pipeline import backbone as B
 from pipeline.core import stage
 from pipeline.contrastive import retrieval_recall, train_clip
+from pipeline.geometry import geometry
 
 WORLD = Path("data/world")
 OUT = Path("data/backbone")
@@ -55,10 +57,11 @@ def main(params: dict) -> None:
         text_features = torch.cat([backbone.model.encode_text(b) for b in tokens[:, 0].split(256)])
     things = pairs.select(["shape", "colour", "size", "position", "background"]).rows()
     same = torch.tensor([[a == b for b in things] for a in things])
-    metrics = retrieval_recall(image_features, text_features, same)
+    torch.save({"image": image_features, "caption": text_features}, OUT / "heldout_latents.pt")
+    metrics = {**retrieval_recall(image_features, text_features, same), **geometry(image_features, text_features)}
     stage.write_json(Path("metrics/backbone.json"), metrics)
-    print("backbone zero-shot retrieval on held-out world images:",
-          ", ".join(f"{k}={v:.1f}" for k, v in metrics.items()))
+    print("backbone on held-out world pairs (zero-shot retrieval in %, geometry):",
+          ", ".join(f"{k}={v:.3g}" for k, v in metrics.items()))
 
 
 if __name__ == "__main__":
