@@ -1,7 +1,8 @@
 """A deterministic synthetic world: images, captions, a caption corpus and two
 composed-retrieval benchmarks in the official CIRCO and CIRR formats.
 
-Ground truth is exact because the generator knows every image's attributes.
+Ground truth is exact because the generator knows every image's attributes: the main
+object's Thing; the clutter around it is never a shape, so no query can mean it.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from pipeline.world.attributes import FIELDS, VALUES, Thing, all_things
+from pipeline.world.attributes import CLUTTER, FIELDS, MAX_CLUTTER, VALUES, Thing, all_things
 from pipeline.world.captions import caption, condition
 from pipeline.world.render import render
 
@@ -31,6 +32,7 @@ class WorldConfig:
     cirr_queries: int = 400
     captions_per_image: int = 5
     unseen_fraction: float = 0.1  # combinations that appear in the corpus but never as images
+    mismatched_captions: float = 0.0  # training images whose captions belong to another image, as on the web
 
 
 def split_things(rng: np.random.Generator, unseen_fraction: float) -> tuple[list[Thing], list[Thing]]:
@@ -58,10 +60,15 @@ def describe_kept(ref: Thing, target: Thing) -> str:
     return ", ".join(f"{f} {getattr(ref, f)}" for f in FIELDS if getattr(ref, f) == getattr(target, f))
 
 
-def write_images(things: list[Thing], paths: list[Path], size: int, rng: np.random.Generator, desc: str) -> None:
-    for thing, path in tqdm(list(zip(things, paths)), desc=desc, unit="img"):
+def sample_clutter(rng: np.random.Generator, n: int) -> list[tuple[str, ...]]:
+    return [tuple(sorted(rng.choice(CLUTTER, size=rng.integers(MAX_CLUTTER + 1)).tolist())) for _ in range(n)]
+
+
+def write_images(things: list[Thing], clutter: list[tuple[str, ...]], paths: list[Path], size: int,
+                 rng: np.random.Generator, desc: str) -> None:
+    for thing, extra, path in tqdm(list(zip(things, clutter, paths)), desc=desc, unit="img"):
         path.parent.mkdir(parents=True, exist_ok=True)
-        render(thing, size, rng).save(path)
+        render(thing, size, rng, extra).save(path)
 
 
 def circo_queries(rng, gallery: list[Thing], ids: list[int], n: int) -> list[dict]:
@@ -126,25 +133,30 @@ def generate(cfg: WorldConfig, out: Path) -> dict:
     # image-caption pairs the world backbone learns from, and held-out ones it is scored on
     pairs = []
     for split, n in (("train", cfg.train_images), ("heldout", cfg.heldout_images)):
-        things = sample(rng, seen, n)
+        things, clutter = sample(rng, seen, n), sample_clutter(rng, n)
         paths = [out / "images" / split / f"{i:06d}.png" for i in range(n)]
-        write_images(things, paths, cfg.image_size, rng, f"world {split} images")
-        pairs += [{"file": str(p.relative_to(out)), "split": split,
-                   "captions": [caption(t, rng) for _ in range(cfg.captions_per_image)], **t._asdict()}
-                  for t, p in zip(things, paths)]
+        write_images(things, clutter, paths, cfg.image_size, rng, f"world {split} images")
+        captions = [[caption(t, rng, c) for _ in range(cfg.captions_per_image)] for t, c in zip(things, clutter)]
+        if split == "train":  # held-out pairs stay clean: they measure the backbone
+            wrong = np.flatnonzero(rng.random(n) < cfg.mismatched_captions)
+            for i, j in zip(wrong, rng.integers(n, size=len(wrong))):
+                captions[i] = captions[j]
+        pairs += [{"file": str(p.relative_to(out)), "split": split, "captions": cs, "clutter": list(c), **t._asdict()}
+                  for t, c, cs, p in zip(things, clutter, captions, paths)]
     pl.DataFrame(pairs).write_parquet(out / "pairs.parquet")
 
     # the text-only corpus phi is trained on: every combination, unseen ones included
-    corpus = [caption(t, rng) for t in sample(rng, seen + unseen, cfg.corpus_captions)]
+    corpus = [caption(t, rng, c) for t, c in zip(sample(rng, seen + unseen, cfg.corpus_captions),
+                                                 sample_clutter(rng, cfg.corpus_captions))]
     (out / "corpus.txt").write_text("\n".join(corpus) + "\n")
 
     # one gallery, written in both official layouts
-    gallery = sample(rng, seen, cfg.gallery_images)
+    gallery, gallery_clutter = sample(rng, seen, cfg.gallery_images), sample_clutter(rng, cfg.gallery_images)
     coco_ids = [i + 1 for i in range(len(gallery))]
     cirr_names = [f"world-{i}" for i in range(len(gallery))]
     circo_root, cirr_root = out / "benchmarks" / "circo", out / "benchmarks" / "cirr"
     files = [f"{i:012d}.png" for i in coco_ids]
-    write_images(gallery, [circo_root / "COCO2017_unlabeled" / "unlabeled2017" / f for f in files],
+    write_images(gallery, gallery_clutter, [circo_root / "COCO2017_unlabeled" / "unlabeled2017" / f for f in files],
                  cfg.image_size, rng, "world gallery")
     for name, f in zip(cirr_names, files):  # same pixels in CIRR's layout
         dst = cirr_root / "dev" / f"{name}.png"
