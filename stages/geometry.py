@@ -31,11 +31,12 @@ def main(params: dict) -> None:
                                 "matched_cosine": matched_cosine(images, captions + n)} for kind, n in noise.items()}}
     stage.write_json(Path("metrics/geometry.json"), metrics)
 
-    # one histogram of ||scale * n|| per kind on shared bins, beside ||z_c|| for scale
+    # one histogram of ||scale * n|| per kind on shared bins, beside ||z_c|| for scale; the bins end at
+    # the 99th percentile of all norms (heavy tails would squash the rest) and the last bin holds the tail
     norms = {"caption_latent": captions.norm(dim=-1), **{k: n.norm(dim=-1) for k, n in noise.items()}}
-    top = max(v.max().item() for v in norms.values())
+    top = np.percentile(torch.cat(list(norms.values())).numpy(), 99)
     edges = np.linspace(0, top, cfg["bins"] + 1)
-    counts = {k: np.histogram(v.numpy(), bins=edges)[0] for k, v in norms.items()}
+    counts = {k: np.histogram(np.minimum(v.numpy(), top), bins=edges)[0] for k, v in norms.items()}
     HISTOGRAM.parent.mkdir(parents=True, exist_ok=True)
     rows = [",".join(["norm", *counts])]
     rows += [",".join([f"{(lo + hi) / 2:.4f}", *(str(c[i]) for c in counts.values())])

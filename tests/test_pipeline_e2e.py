@@ -63,7 +63,7 @@ def project(tmp_path_factory):
 
 def test_repro_runs_every_stage_and_writes_metrics(project):
     root, _, first = project
-    assert ran(first) == {"world", "backbone", "ingest", "keywords", "tokens", "train", "embed@world_circo",
+    assert ran(first) == {"world", "backbone", "geometry", "ingest", "keywords", "tokens", "train", "embed@world_circo",
                           "embed@world_cirr", "evaluate@world_circo", "evaluate@world_cirr"}
     circo = yaml.safe_load((root / "metrics/evaluate/world_circo.json").read_text())
     assert set(circo) == {"lincir", "phi_random", "text_only", "image_only", "image_text_average"}
@@ -73,6 +73,9 @@ def test_repro_runs_every_stage_and_writes_metrics(project):
     cirr = yaml.safe_load((root / "metrics/evaluate/world_cirr.json").read_text())
     assert {"R@1", "R@5", "R@10", "R@50", "subset_R@1", "subset_R@2", "subset_R@3"} <= set(cirr["lincir"])
     assert (root / "plots/world_circo_queries.png").stat().st_size > 1000
+    geometry = yaml.safe_load((root / "metrics/geometry.json").read_text())
+    assert set(geometry["noise"]) >= {"unif_gaussian", "none"} and "modality_gap" in geometry["backbone"]
+    assert "modality_gap" in yaml.safe_load((root / "metrics/backbone.json").read_text())
     assert (root / "dvclive/train/plots/metrics/loss.tsv").read_text().count("\n") == 1 + 4
     assert "loss" in yaml.safe_load((root / "dvclive/train/metrics.json").read_text())
 
