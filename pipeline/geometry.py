@@ -5,8 +5,24 @@ Every function takes raw latents and l2-normalises them itself, as the paper mea
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+from pipeline.core.errors import PipelineError
+
+
+@dataclass
+class GeometryConfig:
+    """params.yaml `geometry`, read by stages/geometry.py."""
+
+    seed: int = 0  # the noise drawn on the held-out caption latents
+    bins: int = 40  # of the noise-norm histograms
+
+    def check(self) -> None:
+        if self.bins < 1:
+            raise PipelineError(f"geometry.bins must be at least 1, not {self.bins}")
 
 
 def modality_gap(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from pipeline.core import stage
-from pipeline.geometry import geometry, modality_gap, matched_cosine
+from pipeline.geometry import GeometryConfig, geometry, matched_cosine, modality_gap
 from pipeline.noise import NOISE
 
 LATENTS = Path("data/backbone/heldout_latents.pt")
@@ -21,10 +21,11 @@ HISTOGRAM = Path("plots/noise_norms.csv")
 
 
 def main(params: dict) -> None:
-    cfg, scale = params["geometry"], params["train"]["noise_scale"]
+    cfg, scale = GeometryConfig(**params["geometry"]), params["train"]["noise_scale"]
+    cfg.check()
     latents = torch.load(LATENTS)
     images, captions = latents["image"], latents["caption"]
-    gen = torch.Generator().manual_seed(cfg["seed"])
+    gen = torch.Generator().manual_seed(cfg.seed)
     noise = {kind: scale * NOISE.get(kind)(captions, gen) for kind in NOISE.names()}
     metrics = {"backbone": geometry(images, captions),
                "noise": {kind: {"modality_gap": modality_gap(images, captions + n),
@@ -35,7 +36,7 @@ def main(params: dict) -> None:
     # the 99th percentile of all norms (heavy tails would squash the rest) and the last bin holds the tail
     norms = {"caption_latent": captions.norm(dim=-1), **{k: n.norm(dim=-1) for k, n in noise.items()}}
     top = np.percentile(torch.cat(list(norms.values())).numpy(), 99)
-    edges = np.linspace(0, top, cfg["bins"] + 1)
+    edges = np.linspace(0, top, cfg.bins + 1)
     counts = {k: np.histogram(np.minimum(v.numpy(), top), bins=edges)[0] for k, v in norms.items()}
     HISTOGRAM.parent.mkdir(parents=True, exist_ok=True)
     rows = [",".join(["norm", *counts])]
