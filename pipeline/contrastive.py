@@ -4,12 +4,35 @@ for real backbones the weights come from their authors instead."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 from tqdm import tqdm
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import at_least
+
+
+@dataclass
+class WorldTraining:
+    """params.yaml `backbone.world_training`: the CLIP training of the world backbone."""
+
+    steps: int = 300
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    seed: int = 0
+
+    def check(self) -> None:
+        for name in ("steps", "batch_size"):
+            at_least(f"backbone.world_training.{name}", getattr(self, name), 1)
+        at_least("backbone.world_training.weight_decay", self.weight_decay, 0)
+        at_least("backbone.world_training.seed", self.seed, 0)
+        if self.lr <= 0:
+            raise PipelineError(f"params.yaml: backbone.world_training.lr must be positive, not {self.lr!r}")
 
 
 def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, *, steps: int, batch_size: int,

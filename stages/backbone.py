@@ -3,7 +3,8 @@
 `pretrained: world` trains the small `lincir-world` open_clip model on the world's
 image-caption pairs; any other value is an open_clip tag or a checkpoint file. Either
 way the weights are then loaded by the one loader every later stage uses, and their
-identity (path + sha256) is written to data/backbone/backbone.json.
+identity (path + sha256) is written to data/backbone/backbone.json. The held-out pairs'
+latents (data/backbone/heldout_latents.pt) are kept for the geometry stage.
 """
 from pathlib import Path
 import sys
@@ -18,7 +19,8 @@ from tqdm import tqdm
 from pipeline import backbone as B
 from pipeline.core import stage
 from pipeline.core.params import section, typed
-from pipeline.contrastive import retrieval_recall, train_clip
+from pipeline.contrastive import WorldTraining, retrieval_recall, train_clip
+from pipeline.geometry import geometry
 
 WORLD = Path("data/world")
 OUT = Path("data/backbone")
@@ -36,12 +38,12 @@ def load_pairs(backbone: B.Backbone, split: str) -> tuple[pl.DataFrame, torch.Te
 def main(params: dict) -> None:
     cfg = vars(typed(B.BackboneConfig, section(params, "backbone"), "backbone"))
     if cfg["pretrained"] == "world":
-        t = cfg["world_training"]
-        torch.manual_seed(t["seed"])  # the random initialisation, too, is part of the recipe
+        t = typed(WorldTraining, cfg["world_training"], "backbone.world_training")
+        torch.manual_seed(t.seed)  # the random initialisation, too, is part of the recipe
         model = B.create(cfg["model"], None)
         _, images, tokens = load_pairs(model, "train")
-        train_clip(model.model, images, tokens, steps=t["steps"], batch_size=t["batch_size"], lr=t["lr"],
-                   weight_decay=t["weight_decay"], seed=t["seed"])
+        train_clip(model.model, images, tokens, steps=t.steps, batch_size=t.batch_size, lr=t.lr,
+                   weight_decay=t.weight_decay, seed=t.seed)
         weights = OUT / "world.pt"
         B.save_checkpoint(model.model, weights)
     else:
@@ -56,10 +58,11 @@ def main(params: dict) -> None:
         text_features = torch.cat([backbone.model.encode_text(b) for b in tokens[:, 0].split(256)])
     things = pairs.select(["shape", "colour", "size", "position", "background"]).rows()
     same = torch.tensor([[a == b for b in things] for a in things])
-    metrics = retrieval_recall(image_features, text_features, same)
+    torch.save({"image": image_features, "caption": text_features}, OUT / "heldout_latents.pt")
+    metrics = {**retrieval_recall(image_features, text_features, same), **geometry(image_features, text_features)}
     stage.write_json(Path("metrics/backbone.json"), metrics)
-    print("backbone zero-shot retrieval on held-out world images:",
-          ", ".join(f"{k}={v:.1f}" for k, v in metrics.items()))
+    print("backbone on held-out world pairs (zero-shot retrieval in %, geometry):",
+          ", ".join(f"{k}={v:.3g}" for k, v in metrics.items()))
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.backbone import BackboneConfig
 from pipeline.benchmarks import check_benchmarks
 from pipeline.core import stage
+from pipeline.contrastive import WorldTraining
 from pipeline.core.params import section, typed
 from pipeline.gallery import EmbedConfig
+from pipeline.geometry import GeometryConfig
 from pipeline.keywords import KeywordsConfig
 from pipeline.masking import check_params as check_masking
 from pipeline.pairs import PairsConfig
@@ -29,7 +31,9 @@ from pipeline.world import WorldConfig
 OUT = Path("data/params/checked")
 SECTIONS = {  # section -> its check; ingest's sources are checked by the ingest stage, which needs the files
     "world": lambda v: typed(WorldConfig, v, "world"),
-    "backbone": lambda v: typed(BackboneConfig, v, "backbone"),
+    "backbone": lambda v: typed(WorldTraining, typed(BackboneConfig, v, "backbone").world_training,
+                                "backbone.world_training"),
+    "geometry": lambda v: typed(GeometryConfig, v, "geometry"),
     "keywords": lambda v: typed(KeywordsConfig, v, "keywords"),
     "masking": check_masking,
     "pairs": lambda v: typed(PairsConfig, v, "pairs"),

@@ -13,10 +13,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "world": {"train_images": 48, "heldout_images": 24, "gallery_images": 80, "corpus_captions": 120,
-              "circo_queries": 8, "cirr_queries": 6},
+              "circo_queries": 8, "cirr_queries": 6, "dev_queries": 4},
     "backbone": {"world_training": {"steps": 3, "batch_size": 16}},
     "keywords": {"n_process": 1},
-    "train": {"steps": 4, "batch_size": 16, "checkpoint_every": 2, "log_every": 1},
+    "train": {"steps": 4, "batch_size": 16, "checkpoint_every": 2, "log_every": 1, "validate_every": 2},
     "evaluate": {"grid_queries": 2, "grid_top_k": 3},
 }
 
@@ -63,7 +63,8 @@ def project(tmp_path_factory):
 
 def test_repro_runs_every_stage_and_writes_metrics(project):
     root, _, first = project
-    assert ran(first) == {"params", "world", "backbone", "pairs", "ingest", "keywords", "tokens", "train", "embed@world_circo",
+    assert ran(first) == {"params", "world", "backbone", "geometry", "pairs", "ingest", "keywords", "tokens", "train",
+                          "embed@world_circo",
                           "embed@world_cirr", "evaluate@world_circo", "evaluate@world_cirr"}
     circo = yaml.safe_load((root / "metrics/evaluate/world_circo.all.json").read_text())
     assert set(circo) == {"lincir", "phi_random", "text_only", "image_only", "image_text_average"}
@@ -75,6 +76,9 @@ def test_repro_runs_every_stage_and_writes_metrics(project):
     cirr = yaml.safe_load((root / "metrics/evaluate/world_cirr.all.json").read_text())
     assert {"R@1", "R@5", "R@10", "R@50", "subset_R@1", "subset_R@2", "subset_R@3"} <= set(cirr["lincir"])
     assert (root / "plots/world_circo_queries.png").stat().st_size > 1000
+    geometry = yaml.safe_load((root / "metrics/geometry.json").read_text())
+    assert set(geometry["noise"]) >= {"unif_gaussian", "none"} and "modality_gap" in geometry["backbone"]
+    assert "modality_gap" in yaml.safe_load((root / "metrics/backbone.json").read_text())
     assert (root / "dvclive/train/plots/metrics/loss.tsv").read_text().count("\n") == 1 + 4
     assert "loss" in yaml.safe_load((root / "dvclive/train/metrics.json").read_text())
     assert not (root / "data/checkpoints/train.pt").exists()  # a finished run leaves nothing to resume

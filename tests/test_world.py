@@ -6,11 +6,11 @@ import polars as pl
 import pytest
 
 from pipeline.world import WorldConfig, generate
-from pipeline.world.attributes import FIELDS, Thing
+from pipeline.world.attributes import FIELDS, VALUES, Thing
 from pipeline.world.captions import caption, condition
 
 SMALL = WorldConfig(seed=3, train_images=40, heldout_images=10, gallery_images=150, corpus_captions=300,
-                    circo_queries=25, cirr_queries=15)
+                    circo_queries=25, cirr_queries=15, dev_queries=8)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_cirr_target_is_the_only_match_and_group_is_well_formed(world):
 
 def test_world_is_deterministic(tmp_path):
     cfg = WorldConfig(seed=1, train_images=5, heldout_images=2, gallery_images=30, corpus_captions=20,
-                      circo_queries=3, cirr_queries=2)
+                      circo_queries=3, cirr_queries=2, dev_queries=2)
     a, b = tmp_path / "a", tmp_path / "b"
     assert generate(cfg, a) == generate(cfg, b)
     for rel in ["corpus.txt", "benchmarks/circo/annotations/val.json", "images/train/000003.png"]:
@@ -66,14 +66,37 @@ def test_corpus_has_combinations_never_rendered(world):
     assert all(len(c) == SMALL.captions_per_image for c in pairs["captions"])
 
 
-def test_captions_name_every_attribute_in_varied_wording():
+def words_of_other_values(t: Thing) -> set[str]:
+    """Colour and background words of values `t` does not have (shape and position synonyms overlap)."""
+    return {v for f in ("colour", "background") for v in VALUES[f] if v != getattr(t, f)} - {*t} - {"grey"}
+
+
+def test_captions_name_a_true_subset_in_varied_wording():
     rng = np.random.default_rng(0)
     t = Thing("star", "blue", "large", "left", "black")
-    texts = [caption(t, rng) for _ in range(200)]
-    assert len(set(texts)) > 50
-    for text in texts:
-        assert "blue" in text and "star" in text and "black" in text and "left" in text
+    texts = [caption(t, rng, ("line", "ring", "ring")) for _ in range(400)]
+    assert len(set(texts)) > 200
+    for text in texts:  # never a wrong colour or background
+        assert not set(text.replace(",", " ").replace(":", " ").split()) & words_of_other_values(t), text
+    named = {word: sum(word in text for text in texts) / len(texts) for word in ("star", "blue", "black", "left")}
+    assert all(0.3 < share < 0.95 for share in named.values()), named  # each attribute named sometimes, not always
+    assert sum("ring" in text or "hoop" in text or "loop" in text for text in texts) > 40  # the clutter, at times
+    lengths = [len(text.split()) for text in texts]
+    assert min(lengths) <= 4 and max(lengths) >= 14
     assert Counter(text.startswith("a photo of") for text in texts)[True] > 5
+
+
+def test_only_training_pairs_have_mismatched_captions(tmp_path):
+    cfg = WorldConfig(seed=2, train_images=300, heldout_images=100, gallery_images=30, corpus_captions=20,
+                      circo_queries=2, cirr_queries=1, dev_queries=1, mismatched_captions=0.2)
+    generate(cfg, tmp_path)
+    pairs = pl.read_parquet(tmp_path / "pairs.parquet")
+    wrong = {split: 0 for split in ("train", "heldout")}
+    for row in pairs.iter_rows(named=True):
+        others = words_of_other_values(Thing(*(row[f] for f in FIELDS)))
+        wrong[row["split"]] += any(set(c.replace(",", " ").replace(":", " ").split()) & others for c in row["captions"])
+    assert wrong["heldout"] == 0
+    assert 0.1 * cfg.train_images < wrong["train"] < 0.2 * cfg.train_images  # some swaps hit a caption that fits
 
 
 def test_condition_names_the_changed_attributes_only():

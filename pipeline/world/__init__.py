@@ -1,7 +1,8 @@
 """A deterministic synthetic world: images, captions, a caption corpus and two
 composed-retrieval benchmarks in the official CIRCO and CIRR formats.
 
-Ground truth is exact because the generator knows every image's attributes.
+Ground truth is exact because the generator knows every image's attributes: the main
+object's Thing; the clutter around it is never a shape, so no query can mean it.
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from pipeline.world.attributes import FIELDS, VALUES, Thing, all_things
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import at_least, below
+from pipeline.world.attributes import CLUTTER, FIELDS, MAX_CLUTTER, VALUES, Thing, all_things
 from pipeline.world.captions import caption, condition
 from pipeline.world.render import render
 
@@ -29,8 +32,19 @@ class WorldConfig:
     corpus_captions: int = 30000
     circo_queries: int = 250
     cirr_queries: int = 400
+    dev_queries: int = 200  # CIRR-format dev split on the same gallery: phi is selected on it, never on val
     captions_per_image: int = 5
     unseen_fraction: float = 0.1  # combinations that appear in the corpus but never as images
+    mismatched_captions: float = 0.0  # training images whose captions belong to another image, as on the web
+
+    def check(self) -> None:
+        for name in ("train_images", "heldout_images", "gallery_images", "corpus_captions", "circo_queries",
+                     "cirr_queries", "dev_queries", "captions_per_image"):
+            at_least(f"world.{name}", getattr(self, name), 1)
+        at_least("world.image_size", self.image_size, 16)
+        for name in ("unseen_fraction", "mismatched_captions"):
+            at_least(f"world.{name}", getattr(self, name), 0)
+            below(f"world.{name}", getattr(self, name), 1)
 
 
 def split_things(rng: np.random.Generator, unseen_fraction: float) -> tuple[list[Thing], list[Thing]]:
@@ -58,10 +72,15 @@ def describe_kept(ref: Thing, target: Thing) -> str:
     return ", ".join(f"{f} {getattr(ref, f)}" for f in FIELDS if getattr(ref, f) == getattr(target, f))
 
 
-def write_images(things: list[Thing], paths: list[Path], size: int, rng: np.random.Generator, desc: str) -> None:
-    for thing, path in tqdm(list(zip(things, paths)), desc=desc, unit="img"):
+def sample_clutter(rng: np.random.Generator, n: int) -> list[tuple[str, ...]]:
+    return [tuple(sorted(rng.choice(CLUTTER, size=rng.integers(MAX_CLUTTER + 1)).tolist())) for _ in range(n)]
+
+
+def write_images(things: list[Thing], clutter: list[tuple[str, ...]], paths: list[Path], size: int,
+                 rng: np.random.Generator, desc: str) -> None:
+    for thing, extra, path in tqdm(list(zip(things, clutter, paths)), desc=desc, unit="img"):
         path.parent.mkdir(parents=True, exist_ok=True)
-        render(thing, size, rng).save(path)
+        render(thing, size, rng, extra).save(path)
 
 
 def circo_queries(rng, gallery: list[Thing], ids: list[int], n: int) -> list[dict]:
@@ -87,18 +106,24 @@ def circo_queries(rng, gallery: list[Thing], ids: list[int], n: int) -> list[dic
     return queries
 
 
-def cirr_queries(rng, gallery: list[Thing], names: list[str], n: int) -> list[dict]:
-    """CIRR has one target per query: only targets unique in the gallery keep that exact."""
+def cirr_queries(rng, gallery: list[Thing], names: list[str], n: int, avoid: list[dict] = ()) -> list[dict]:
+    """CIRR has one target per query: only targets unique in the gallery keep that exact.
+    Reference-target pairs of the queries in `avoid` (another split's) are not drawn again."""
+    taken = {(q["reference"], q["target_hard"]) for q in avoid}
     where = defaultdict(list)
     for thing, name in zip(gallery, names):
         where[thing].append(name)
     queries = []
-    while len(queries) < n:
+    for _ in range(1000 * n):
+        if len(queries) == n:
+            break
         r = int(rng.integers(len(gallery)))
         target = changed(rng, gallery[r])
         if len(where.get(target, ())) != 1:
             continue
         t_name = where[target][0]
+        if (names[r], t_name) in taken:
+            continue
         # hard negatives for the 6-image group: share at least 3 attributes with the target
         near = [nm for th, nm in zip(gallery, names)
                 if th != target and nm != names[r] and sum(a == b for a, b in zip(th, target)) >= 3]
@@ -106,6 +131,7 @@ def cirr_queries(rng, gallery: list[Thing], names: list[str], n: int) -> list[di
             continue
         members = [names[r], t_name, *rng.choice(near, size=4, replace=False).tolist()]
         members = [members[i] for i in rng.permutation(6)]
+        taken.add((names[r], t_name))
         queries.append({
             "pairid": len(queries),
             "reference": names[r],
@@ -115,6 +141,9 @@ def cirr_queries(rng, gallery: list[Thing], names: list[str], n: int) -> list[di
             "img_set": {"id": len(queries), "members": members,
                         "reference_rank": members.index(names[r]), "target_rank": members.index(t_name)},
         })
+    if len(queries) < n:
+        raise PipelineError(f"world: found only {len(queries)} of {n} CIRR-format queries with a unique target; "
+                            f"ask for fewer queries (world.cirr_queries, world.dev_queries) or a larger gallery")
     return queries
 
 
@@ -126,25 +155,30 @@ def generate(cfg: WorldConfig, out: Path) -> dict:
     # image-caption pairs the world backbone learns from, and held-out ones it is scored on
     pairs = []
     for split, n in (("train", cfg.train_images), ("heldout", cfg.heldout_images)):
-        things = sample(rng, seen, n)
+        things, clutter = sample(rng, seen, n), sample_clutter(rng, n)
         paths = [out / "images" / split / f"{i:06d}.png" for i in range(n)]
-        write_images(things, paths, cfg.image_size, rng, f"world {split} images")
-        pairs += [{"file": str(p.relative_to(out)), "split": split,
-                   "captions": [caption(t, rng) for _ in range(cfg.captions_per_image)], **t._asdict()}
-                  for t, p in zip(things, paths)]
+        write_images(things, clutter, paths, cfg.image_size, rng, f"world {split} images")
+        captions = [[caption(t, rng, c) for _ in range(cfg.captions_per_image)] for t, c in zip(things, clutter)]
+        if split == "train":  # held-out pairs stay clean: they measure the backbone
+            wrong = np.flatnonzero(rng.random(n) < cfg.mismatched_captions)
+            for i, j in zip(wrong, rng.integers(n, size=len(wrong))):
+                captions[i] = captions[j]
+        pairs += [{"file": str(p.relative_to(out)), "split": split, "captions": cs, "clutter": list(c), **t._asdict()}
+                  for t, c, cs, p in zip(things, clutter, captions, paths)]
     pl.DataFrame(pairs).write_parquet(out / "pairs.parquet")
 
     # the text-only corpus phi is trained on: every combination, unseen ones included
-    corpus = [caption(t, rng) for t in sample(rng, seen + unseen, cfg.corpus_captions)]
+    corpus = [caption(t, rng, c) for t, c in zip(sample(rng, seen + unseen, cfg.corpus_captions),
+                                                 sample_clutter(rng, cfg.corpus_captions))]
     (out / "corpus.txt").write_text("\n".join(corpus) + "\n")
 
     # one gallery, written in both official layouts
-    gallery = sample(rng, seen, cfg.gallery_images)
+    gallery, gallery_clutter = sample(rng, seen, cfg.gallery_images), sample_clutter(rng, cfg.gallery_images)
     coco_ids = [i + 1 for i in range(len(gallery))]
     cirr_names = [f"world-{i}" for i in range(len(gallery))]
     circo_root, cirr_root = out / "benchmarks" / "circo", out / "benchmarks" / "cirr"
     files = [f"{i:012d}.png" for i in coco_ids]
-    write_images(gallery, [circo_root / "COCO2017_unlabeled" / "unlabeled2017" / f for f in files],
+    write_images(gallery, gallery_clutter, [circo_root / "COCO2017_unlabeled" / "unlabeled2017" / f for f in files],
                  cfg.image_size, rng, "world gallery")
     for name, f in zip(cirr_names, files):  # same pixels in CIRR's layout
         dst = cirr_root / "dev" / f"{name}.png"
@@ -158,12 +192,16 @@ def generate(cfg: WorldConfig, out: Path) -> dict:
                 {n: f"./dev/{n}.png" for n in cirr_names})
     cirr = cirr_queries(rng, gallery, cirr_names, cfg.cirr_queries)
     _write_json(cirr_root / "cirr" / "captions" / "cap.rc2.val.json", cirr)
+    # the dev split phi is selected on (train.validate_on): other queries, same gallery
+    dev = cirr_queries(rng, gallery, cirr_names, cfg.dev_queries, avoid=cirr)
+    _write_json(cirr_root / "cirr" / "image_splits" / "split.rc2.dev.json", {n: f"./dev/{n}.png" for n in cirr_names})
+    _write_json(cirr_root / "cirr" / "captions" / "cap.rc2.dev.json", dev)
     pl.DataFrame([{"coco_id": i, "cirr_name": n, **t._asdict()} for i, n, t in zip(coco_ids, cirr_names, gallery)]
                  ).write_parquet(out / "gallery.parquet")
 
     return {"train_images": cfg.train_images, "heldout_images": cfg.heldout_images,
             "gallery_images": len(gallery), "corpus_captions": len(corpus),
-            "unseen_combinations": len(unseen), "circo_queries": len(circo), "cirr_queries": len(cirr),
+            "unseen_combinations": len(unseen), "circo_queries": len(circo), "cirr_queries": len(cirr), "dev_queries": len(dev),
             "circo_mean_ground_truths": float(np.mean([len(q["gt_img_ids"]) for q in circo]))}
 
 

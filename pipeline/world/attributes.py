@@ -1,7 +1,10 @@
-"""The attributes of the synthetic world: one object on a background.
+"""The attributes of the synthetic world: one main object on a background, among clutter.
 
 5 shapes x 6 colours x 2 sizes x 3 positions x 4 backgrounds = 720 combinations: enough
-that a text condition matters, few enough that a tiny CLIP learns them on a CPU.
+that a text condition matters, few enough that a tiny CLIP learns them on a CPU. The
+clutter (thin lines and rings, never one of the shapes, always smaller than a small
+object) is what pictures hold and captions seldom mention; the ground truth of every
+benchmark is the main object's Thing alone, so it stays exact.
 """
 from __future__ import annotations
 
@@ -20,6 +23,9 @@ COLOURS = {  # RGB; object colours never equal a background colour
 SIZES = ("small", "large")
 POSITIONS = ("left", "center", "right")
 BACKGROUNDS = {"white": (245, 245, 245), "black": (15, 15, 15), "gray": (128, 128, 128), "brown": (110, 70, 35)}
+
+CLUTTER = ("line", "ring")  # distractor kinds
+MAX_CLUTTER = 3  # distractors an image: 0 to 3
 
 FIELDS = ("shape", "colour", "size", "position", "background")
 

@@ -1,6 +1,8 @@
 """Natural-language descriptions of Things, in many phrasings.
 
-`caption` describes a whole Thing (image captions and the text-only corpus);
+`caption` describes an image (image captions and the text-only corpus) the way alt-text
+does: it names only some of what is shown, in varied length and order, sometimes mentions
+the clutter around the object, and sometimes adds words no picture shows.
 `condition` describes how a target differs from a reference (the relative captions of
 the composed-retrieval benchmarks). Both draw word order, synonyms, articles and the
 optional "a photo of" at random, so no template is a shortcut.
@@ -23,13 +25,26 @@ SYNONYMS = {
     "center": ["in the center", "in the middle", "at the centre"],
     "right": ["on the right", "at the right side", "to the right"],
     "gray": ["gray", "grey"],
+    "line": ["line", "stripe", "stroke"],
+    "ring": ["ring", "hoop", "loop"],
 }
 PREFIXES = ["", "", "a photo of ", "an image of ", "a picture of ", "a rendering of "]
+# how often a caption names each attribute: people name the object, rarely all the rest
+MENTION = {"shape": 0.85, "colour": 0.7, "size": 0.45, "position": 0.4, "background": 0.5, "clutter": 0.3}
+GENERIC = ["shape", "object", "figure", "thing"]  # the noun when the shape is not named
+# words of alt-text and prompts that no picture of this world shows
+STYLE = ["stock photo", "clip art", "vector illustration", "digital art", "flat design", "minimalist art",
+         "for kids", "my favourite", "free download", "wallpaper", "logo idea", "simple icon", "hd", "trending"]
+COUNTS = {1: "a", 2: "two", 3: "three"}
 
 
 def say(rng: np.random.Generator, word: str) -> str:
     options = SYNONYMS.get(word, [word])
     return options[rng.integers(len(options))]
+
+
+def article(phrase: str) -> str:
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
 def _bg(rng: np.random.Generator, t: Thing) -> str:
@@ -38,23 +53,35 @@ def _bg(rng: np.random.Generator, t: Thing) -> str:
     return forms[rng.integers(len(forms))]
 
 
-def caption(t: Thing, rng: np.random.Generator) -> str:
-    shape, colour, size = say(rng, t.shape), say(rng, t.colour), say(rng, t.size)
-    pos, bg = say(rng, t.position), _bg(rng, t)
-    templates = [
-        f"a {size} {colour} {shape} {pos} {bg}",
-        f"a {colour} {shape} {pos}, {size}, {bg}",
-        f"a {size} {shape} that is {colour}, {pos} {bg}",
-        f"a {shape} that is {colour} and {size} {bg}, {pos}",
-        f"{bg.split(' ', 1)[1]}: a {size} {colour} {shape} {pos}",
-        f"there is a {colour} {shape} {pos} {bg}; it is {size}",
-        f"a {size} {shape} in {colour} {pos} {bg}",
-        f"{pos}, a {size} {colour} {shape} {bg}",
-    ]
-    text = templates[rng.integers(len(templates))]
-    if not text.startswith("a "):  # "a photo of on the left, ..." is not English
-        return text
-    return PREFIXES[rng.integers(len(PREFIXES))] + text
+def _clutter(rng: np.random.Generator, clutter: tuple[str, ...]) -> str:
+    kind = clutter[rng.integers(len(clutter))]
+    n = clutter.count(kind)
+    word = say(rng, kind)
+    if n > 1 and rng.random() < 0.4:
+        return f"among some {word}s"
+    return f"next to {COUNTS[n]} {word}{'s' if n > 1 else ''}"
+
+
+def caption(t: Thing, rng: np.random.Generator, clutter: tuple[str, ...] = ()) -> str:
+    """One caption of an image showing `t` and the distractors `clutter` (kinds, possibly repeated)."""
+    said = {f: rng.random() < p for f, p in MENTION.items()}
+    noun = say(rng, t.shape) if said["shape"] else GENERIC[rng.integers(len(GENERIC))]
+    words = [say(rng, t.size)] * said["size"] + [say(rng, t.colour)] * said["colour"] + [noun]
+    thing = article(" ".join(words))
+    tail = [say(rng, t.position)] * said["position"] + [_bg(rng, t)] * said["background"]
+    if said["clutter"] and clutter:
+        tail.append(_clutter(rng, clutter))
+    tail = [tail[i] for i in rng.permutation(len(tail))]
+    templates = [f"{thing} {' '.join(tail)}", f"there is {thing} {' '.join(tail)}", f"{thing}, {', '.join(tail)}"]
+    if tail:
+        templates.append(f"{tail[0]}, {thing} {' '.join(tail[1:])}")
+    text = templates[rng.integers(len(templates))].strip().rstrip(",")
+    if text.startswith("a ") or text.startswith("an "):  # "a photo of on the left, ..." is not English
+        text = PREFIXES[rng.integers(len(PREFIXES))] + text
+    if rng.random() < 0.3:
+        style = STYLE[rng.integers(len(STYLE))]
+        text = f"{text}, {style}" if rng.random() < 0.7 else f"{style}: {text}"
+    return text
 
 
 # One phrasing list per attribute that can change; `{}` is the target's value.

@@ -1,5 +1,5 @@
-"""Draws a Thing as a small RGB image, with per-image jitter so equal attributes never
-mean identical pixels (position, radius, rotation, colour shade, background noise)."""
+"""Draws a Thing as a small RGB image among its clutter, with per-image jitter so equal
+attributes never mean identical pixels (position, radius, rotation, colour shade, noise)."""
 from __future__ import annotations
 
 import math
@@ -36,11 +36,27 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tu
     return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
 
 
-def render(thing: Thing, size: int, rng: np.random.Generator) -> Image.Image:
+def _clutter(draw: ImageDraw.ImageDraw, kind: str, big: int, rng: np.random.Generator) -> None:
+    """A thin line or ring of any object colour, anywhere: drawn first, so the main object covers it."""
+    colour = tuple(int(v) for v in list(COLOURS.values())[rng.integers(len(COLOURS))])
+    cx, cy = rng.uniform(0.1, 0.9, size=2) * big
+    width = max(1, int(0.025 * big))
+    if kind == "line":
+        a, half = rng.uniform(0, math.pi), rng.uniform(0.08, 0.16) * big
+        dx, dy = half * math.cos(a), half * math.sin(a)
+        draw.line([cx - dx, cy - dy, cx + dx, cy + dy], fill=colour, width=width)
+    else:
+        r = rng.uniform(0.04, 0.07) * big
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=colour, width=width)
+
+
+def render(thing: Thing, size: int, rng: np.random.Generator, clutter: tuple[str, ...] = ()) -> Image.Image:
     big = size * SUPERSAMPLE
     bg = np.array(BACKGROUNDS[thing.background], dtype=np.int16) + rng.integers(-12, 13, size=3)
     img = Image.new("RGB", (big, big), tuple(int(v) for v in np.clip(bg, 0, 255)))
     draw = ImageDraw.Draw(img)
+    for kind in clutter:
+        _clutter(draw, kind, big, rng)
     cx = (X_CENTRE[thing.position] + rng.uniform(-0.04, 0.04)) * big
     cy = (0.5 + rng.uniform(-0.12, 0.12)) * big
     r = RADIUS[thing.size] * big * rng.uniform(0.9, 1.1)
