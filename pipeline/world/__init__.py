@@ -32,7 +32,7 @@ class WorldConfig:
     corpus_captions: int = 30000
     circo_queries: int = 250
     cirr_queries: int = 400
-    dev_queries: int = 200  # CIRR-format dev split on the same gallery: phi is selected on it, never on val
+    dev_queries: int = 400  # CIRR-format dev split on the same gallery: phi is selected on it, never on val
     captions_per_image: int = 5
     unseen_fraction: float = 0.1  # combinations that appear in the corpus but never as images
     mismatched_captions: float = 0.0  # training images whose captions belong to another image, as on the web
