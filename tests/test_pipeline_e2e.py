@@ -65,7 +65,8 @@ def test_repro_runs_every_stage_and_writes_metrics(project):
     root, _, first = project
     assert ran(first) == {"params", "world", "backbone", "geometry", "pairs", "ingest", "keywords", "tokens", "train",
                           "embed@world_circo",
-                          "embed@world_cirr", "evaluate@world_circo", "evaluate@world_cirr"}
+                          "embed@world_cirr", "embed@world_dev", "evaluate@world_circo", "evaluate@world_cirr",
+                          "evaluate@world_dev"}
     circo = yaml.safe_load((root / "metrics/evaluate/world_circo.all.json").read_text())
     assert set(circo) == {"lincir", "phi_random", "text_only", "image_only", "image_text_average"}
     headline = yaml.safe_load((root / "metrics/evaluate/world_circo.json").read_text())
@@ -102,7 +103,7 @@ def test_second_repro_runs_nothing(project):
 def test_noise_experiment_reruns_only_train_and_evaluate(project):
     root, dvc, _ = project
     out = sh(root, dvc, "exp", "run", "-S", "noise=gaussian")
-    assert ran(out) == {"params", "train", "evaluate@world_circo", "evaluate@world_cirr"}
+    assert ran(out) == {"params", "train", "evaluate@world_circo", "evaluate@world_cirr", "evaluate@world_dev"}
     assert "gaussian" in sh(root, dvc, "exp", "show", "--no-pager", "--md")
     # metrics: LinCIR's headline numbers under one consistent name each; no baseline, no timing
     header = sh(root, dvc, "exp", "show", "--no-pager", "--csv").splitlines()[0].split(",")
@@ -115,13 +116,14 @@ def test_noise_experiment_reruns_only_train_and_evaluate(project):
 def test_masking_experiment_does_not_rerun_spacy_on_the_corpus_or_the_gallery(project):
     root, dvc, _ = project
     out = sh(root, dvc, "exp", "run", "-S", "masking.strategy=nouns")
-    assert ran(out) == {"params", "tokens", "pairs", "train", "evaluate@world_circo", "evaluate@world_cirr"}
+    assert ran(out) == {"params", "tokens", "pairs", "train", "evaluate@world_circo", "evaluate@world_cirr",
+                        "evaluate@world_dev"}
 
 
 def test_image_latent_supervision_trains_from_the_pairs(project):
     root, dvc, _ = project
     out = sh(root, dvc, "exp", "run", "-S", "train.supervision=image_latent")
-    assert ran(out) == {"params", "train", "evaluate@world_circo", "evaluate@world_cirr"}
+    assert ran(out) == {"params", "train", "evaluate@world_circo", "evaluate@world_cirr", "evaluate@world_dev"}
     assert (root / "data/pairs/latents.npy").is_file() and "image_latent" in sh(root, dvc, "exp", "show", "--no-pager", "--md")
 
 
