@@ -67,29 +67,27 @@ def write_results(summary: dict, out: Path, png: Path) -> None:
 
 
 def draw_summary(summary: dict, png: Path, width: int = 900) -> None:
-    """One panel a group: a bar a value (mean of the headline metric), the std as a whisker."""
+    """One panel a group and metric: a bar a value (the mean over seeds), the std as a whisker."""
     font = ImageFont.load_default()
     bar_h, pad = 18, 8
-    heights = [40 + bar_h * len(values) + pad for values in summary.values()]
-    image = Image.new("RGB", (width, sum(heights) + pad), "white")
+    panels = [(g, key) for g in summary for key in METRICS.values()]
+    image = Image.new("RGB", (width, sum(40 + bar_h * len(summary[g]) for g, _ in panels) + pad), "white")
     draw = ImageDraw.Draw(image)
-    y = pad
-    scale_max = max((s[HEADLINE][0] + s[HEADLINE][1] for v in summary.values() for s in v.values()
-                     if HEADLINE in s), default=1.0) or 1.0
-    left, right = 170, width - 90
-    for group, values in summary.items():
-        draw.text((pad, y), f"{group}: {HEADLINE[0]} {HEADLINE[1]} (mean ± std over seeds)", fill="black", font=font)
+    y, left, right = pad, 170, width - 90
+    for group, key in panels:
+        values = {v: s[key] for v, s in summary[group].items() if key in s}
+        top = max((m + d for m, d, _ in values.values()), default=1.0) or 1.0
+        draw.text((pad, y), f"{group}: {key[0]} {key[1]} (mean ± std over seeds)", fill="black", font=font)
         y += 24
         for value in GROUPS[group].values:
-            if value not in values or HEADLINE not in values[value]:
+            if value not in values:
                 continue
-            mean, std, n = values[value][HEADLINE]
-            x = left + (right - left) * mean / scale_max
+            mean, std, n = values[value]
             draw.text((pad, y + 3), value, fill="black", font=font)
-            draw.rectangle([left, y + 2, x, y + bar_h - 4], fill=(70, 110, 180))
-            lo, hi = (left + (right - left) * (mean + d * std) / scale_max for d in (-1, 1))
+            draw.rectangle([left, y + 2, left + (right - left) * mean / top, y + bar_h - 4], fill=(70, 110, 180))
+            lo, hi = (left + (right - left) * (mean + d * std) / top for d in (-1, 1))
             draw.line([lo, y + bar_h // 2 - 1, hi, y + bar_h // 2 - 1], fill="black", width=1)
-            draw.text((right + 6, y + 3), f"{mean:.1f}±{std:.1f}", fill="black", font=font)
+            draw.text((right + 6, y + 3), f"{mean:.2f}±{std:.2f}", fill="black", font=font)
             y += bar_h
         y += 16
     png.parent.mkdir(parents=True, exist_ok=True)
