@@ -8,41 +8,61 @@ from pipeline import ablate, results
 from pipeline.core.errors import PipelineError
 
 
+BASE = {"noise": "unif_gaussian", "train.seed": "0", "masking.strategy": "all_keywords",
+        "masking.seed": "0", "train.supervision": "smp"}
+
+
 def test_cells_cover_the_papers_ablations_with_seeds():
-    cells = ablate.cells(["noise", "masking", "supervision"], seeds=3)
+    cells = ablate.cells(["noise", "masking", "supervision"], seeds=3, base=BASE)
     names = [name for name, _ in cells]
-    assert len(names) == len(set(names)) == (7 + 5 + 2) * 3
-    assert ("noise-gaussian-s2", ["noise=gaussian", "train.seed=2"]) in cells
-    assert ("masking-nouns-s1", ["masking.strategy=nouns", "train.seed=1", "masking.seed=1"]) in cells
+    assert len(names) == len(set(names)) == (7 + 5 + 3) * 3
     assert all(ablate.NAME.fullmatch(n) for n in names)
+    # the first seed of every group comes before any second seed
+    assert max(names.index(n) for n in names if n.endswith("-s0")) < min(names.index(n) for n in names if n.endswith("-s1"))
+    overrides = dict(cells)
+    # every cell sets every grid param: the workspace keeps the last experiment's params
+    assert overrides["noise-gaussian-s2"] == ["noise=gaussian", "train.seed=2", "masking.strategy=all_keywords",
+                                             "masking.seed=0", "train.supervision=smp"]
+    assert overrides["masking-nouns-s1"] == ["noise=unif_gaussian", "train.seed=1", "masking.strategy=nouns",
+                                            "masking.seed=1", "train.supervision=smp"]
+
+
+def test_committed_params_are_read_from_the_last_commit():
+    base = ablate.committed_params()
+    assert set(base) == set(ablate.grid_params())
+    assert base["noise"] in ablate.GROUPS["noise"].values
 
 
 def test_an_interrupted_run_resumes_with_the_missing_experiments(monkeypatch):
-    done, calls = set(), []
+    done, calls, killed = set(), [], []
 
     def fake_dvc(*args):
         if args[:2] == ("exp", "list"):
             return "\n".join(sorted(done)) + "\n"
         calls.append(args[3])
-        if len(calls) == 3:
+        if len(calls) == 3 and not killed:
+            killed.append(args[3])
             raise PipelineError("killed")
         done.add(args[3])
         return ""
 
     monkeypatch.setattr(ablate, "dvc", fake_dvc)
+    monkeypatch.setattr(ablate, "committed_params", lambda: BASE)
     args = argparse.Namespace(groups=["supervision"], seeds=2, dry_run=False)
     with pytest.raises(PipelineError):
         ablate.run(args)
-    assert done == {"supervision-smp-s0", "supervision-smp-s1"}
+    assert done == {"supervision-smp-s0", "supervision-photo_of-s0"}
     calls.clear()
     ablate.run(args)
-    assert calls == ["supervision-photo_of-s0", "supervision-photo_of-s1"]  # the finished two are skipped
-    assert done == {f"supervision-{v}-s{s}" for v in ("smp", "photo_of") for s in (0, 1)}
+    # the finished two are skipped
+    assert calls == ["supervision-image_latent-s0", "supervision-smp-s1", "supervision-photo_of-s1",
+                     "supervision-image_latent-s1"]
+    assert done == {f"supervision-{v}-s{s}" for v in ablate.GROUPS["supervision"].values for s in (0, 1)}
 
 
 def _exp(name, r1, map5):
     return {"rev": name, "name": name, "data": {"metrics": {
-        "metrics/evaluate/world_cirr.json": {"data": {"world_cirr": {"R@1": r1}}},
+        "metrics/evaluate/world_cirr.json": {"data": {"world_cirr": {"R@1": r1, "R@50": 50 + r1}}},
         "metrics/evaluate/world_circo.json": {"data": {"world_circo": {"mAP@5": map5}}}}}}
 
 
@@ -57,8 +77,8 @@ def test_report_averages_seeds_and_compares_orderings(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "DISCUSSION", tmp_path / "none.md")
     results.write_results(summary, tmp_path / "RESULTS.md", tmp_path / "r.png")
     text = (tmp_path / "RESULTS.md").read_text()
-    assert "| `gaussian` | 21.00 ± 1.41 (n=2) | 6.00 ± 1.41 (n=2) | 24.0 |" in text
-    assert "best: ours `gaussian`, paper `gaussian` (holds)" in text
+    assert "| `gaussian` | 21.00 ± 1.41 (n=2) | 71.00 ± 1.41 (n=2) | 6.00 ± 1.41 (n=2) | 24.0 |" in text
+    assert "ours by world_circo mAP@5: best: ours `gaussian`, paper `gaussian` (holds)" in text
     assert (tmp_path / "r.png").stat().st_size > 1000
 
 
