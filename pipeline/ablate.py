@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -87,7 +88,9 @@ def committed_params() -> dict[str, str]:
 
 
 def dvc(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
+    # stage commands say `python`: this interpreter's, also when its environment is not activated
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True, env=env)
     if done.returncode:
         raise PipelineError(f"dvc {' '.join(args)} failed:\n{done.stderr.strip()[-2000:]}")
     return done.stdout
