@@ -5,9 +5,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.world import WorldConfig, generate
-from pipeline.world.attributes import FIELDS, VALUES, Thing
+from PIL import Image
+
+from pipeline.world import WorldConfig, generate, mask_file
+from pipeline.world.attributes import BACKGROUNDS, FIELDS, VALUES, Thing
 from pipeline.world.captions import caption, condition
+from pipeline.world.render import X_CENTRE, render, render_with_mask
 
 SMALL = WorldConfig(seed=3, train_images=40, heldout_images=10, gallery_images=150, corpus_captions=300,
                     circo_queries=25, cirr_queries=15, dev_queries=8)
@@ -58,12 +61,38 @@ def test_world_is_deterministic(tmp_path):
         assert (a / rel).read_bytes() == (b / rel).read_bytes()
 
 
+def test_mask_is_the_object_and_leaves_the_image_as_it_was():
+    for seed, thing in enumerate([Thing("star", "red", "large", "left", "white"),
+                                  Thing("circle", "blue", "small", "right", "black"),
+                                  Thing("cross", "yellow", "large", "center", "gray")]):
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        image, mask = render_with_mask(thing, 64, a, ("line", "ring"))
+        assert render(thing, 64, b, ("line", "ring")).tobytes() == image.tobytes()
+        assert a.random() == b.random()  # the mask took no draws: what the world renders next is unchanged
+        assert mask.mode == "L" and mask.size == (64, 64)
+
+        # without clutter, the image differs from its background exactly where the mask covers it
+        image, mask = render_with_mask(thing, 64, np.random.default_rng(seed))
+        m, distance = np.asarray(mask), np.abs(np.asarray(image, dtype=float) - BACKGROUNDS[thing.background]).sum(-1)
+        assert m.dtype == np.uint8 and m.min() == 0 and m.max() == 255
+        assert np.percentile(distance[m == 0], 99) < 60 < distance[m == 255].min()
+
+
 def test_corpus_has_combinations_never_rendered(world):
     out, counts = world
     assert counts["unseen_combinations"] == 72
     pairs = pl.read_parquet(out / "pairs.parquet")
     assert pairs.height == SMALL.train_images + SMALL.heldout_images
     assert all(len(c) == SMALL.captions_per_image for c in pairs["captions"])
+
+
+def test_every_pair_image_has_its_mask(world):
+    out, counts = world
+    files = pl.read_parquet(out / "pairs.parquet")["file"].to_list()
+    assert counts["masks"] == len(files) == len(list((out / "masks").rglob("*.png")))
+    for f in files:
+        mask = Image.open(out / mask_file(f))
+        assert mask.mode == "L" and mask.size == Image.open(out / f).size
 
 
 def words_of_other_values(t: Thing) -> set[str]:
@@ -97,6 +126,10 @@ def test_only_training_pairs_have_mismatched_captions(tmp_path):
         wrong[row["split"]] += any(set(c.replace(",", " ").replace(":", " ").split()) & others for c in row["captions"])
     assert wrong["heldout"] == 0
     assert 0.1 * cfg.train_images < wrong["train"] < 0.2 * cfg.train_images  # some swaps hit a caption that fits
+    for row in pairs.iter_rows(named=True):  # the mask is the image's own object, whatever its captions say
+        mask = np.asarray(Image.open(tmp_path / mask_file(row["file"])), dtype=float)
+        centre = (mask.sum(0) * np.arange(mask.shape[1])).sum() / mask.sum() / mask.shape[1]
+        assert abs(centre - X_CENTRE[row["position"]]) < 0.06
 
 
 def test_condition_names_the_changed_attributes_only():

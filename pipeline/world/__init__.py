@@ -19,7 +19,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.params import at_least, below
 from pipeline.world.attributes import CLUTTER, FIELDS, MAX_CLUTTER, VALUES, Thing, all_things
 from pipeline.world.captions import caption, condition
-from pipeline.world.render import render
+from pipeline.world.render import render_with_mask
 
 
 @dataclass
@@ -77,10 +77,16 @@ def sample_clutter(rng: np.random.Generator, n: int) -> list[tuple[str, ...]]:
 
 
 def write_images(things: list[Thing], clutter: list[tuple[str, ...]], paths: list[Path], size: int,
-                 rng: np.random.Generator, desc: str) -> None:
-    for thing, extra, path in tqdm(list(zip(things, clutter, paths)), desc=desc, unit="img"):
+                 rng: np.random.Generator, desc: str, masks: list[Path] | None = None) -> None:
+    """`masks`, where given, are where each image's main-object mask goes (the oracle for CAMs)."""
+    for thing, extra, path, mask_path in tqdm(list(zip(things, clutter, paths, masks or [None] * len(paths))),
+                                              desc=desc, unit="img"):
+        image, mask = render_with_mask(thing, size, rng, extra)
         path.parent.mkdir(parents=True, exist_ok=True)
-        render(thing, size, rng, extra).save(path)
+        image.save(path)
+        if mask_path is not None:
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            mask.save(mask_path)
 
 
 def circo_queries(rng, gallery: list[Thing], ids: list[int], n: int) -> list[dict]:
@@ -157,7 +163,9 @@ def generate(cfg: WorldConfig, out: Path) -> dict:
     for split, n in (("train", cfg.train_images), ("heldout", cfg.heldout_images)):
         things, clutter = sample(rng, seen, n), sample_clutter(rng, n)
         paths = [out / "images" / split / f"{i:06d}.png" for i in range(n)]
-        write_images(things, clutter, paths, cfg.image_size, rng, f"world {split} images")
+        # a pair's mask is its own image's object, also where its captions are another image's
+        write_images(things, clutter, paths, cfg.image_size, rng, f"world {split} images",
+                     masks=[out / mask_file(p.relative_to(out)) for p in paths])
         captions = [[caption(t, rng, c) for _ in range(cfg.captions_per_image)] for t, c in zip(things, clutter)]
         if split == "train":  # held-out pairs stay clean: they measure the backbone
             wrong = np.flatnonzero(rng.random(n) < cfg.mismatched_captions)
@@ -200,9 +208,15 @@ def generate(cfg: WorldConfig, out: Path) -> dict:
                  ).write_parquet(out / "gallery.parquet")
 
     return {"train_images": cfg.train_images, "heldout_images": cfg.heldout_images,
+            "masks": cfg.train_images + cfg.heldout_images,
             "gallery_images": len(gallery), "corpus_captions": len(corpus),
             "unseen_combinations": len(unseen), "circo_queries": len(circo), "cirr_queries": len(cirr), "dev_queries": len(dev),
             "circo_mean_ground_truths": float(np.mean([len(q["gt_img_ids"]) for q in circo]))}
+
+
+def mask_file(image_file: str | Path) -> Path:
+    """The object mask of a pairs image, both relative to the world: masks/<the image's path>."""
+    return Path("masks") / image_file
 
 
 def _write_json(path: Path, obj) -> None:

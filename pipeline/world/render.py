@@ -51,10 +51,19 @@ def _clutter(draw: ImageDraw.ImageDraw, kind: str, big: int, rng: np.random.Gene
 
 
 def render(thing: Thing, size: int, rng: np.random.Generator, clutter: tuple[str, ...] = ()) -> Image.Image:
+    return render_with_mask(thing, size, rng, clutter)[0]
+
+
+def render_with_mask(thing: Thing, size: int, rng: np.random.Generator,
+                     clutter: tuple[str, ...] = ()) -> tuple[Image.Image, Image.Image]:
+    """The image and the main object's soft coverage mask ('L', 0..255): the oracle a CAM is
+    scored against. The mask is drawn with the image's geometry and downsampling and takes no
+    draws from `rng`, so the image is the same with or without it."""
     big = size * SUPERSAMPLE
     bg = np.array(BACKGROUNDS[thing.background], dtype=np.int16) + rng.integers(-12, 13, size=3)
     img = Image.new("RGB", (big, big), tuple(int(v) for v in np.clip(bg, 0, 255)))
-    draw = ImageDraw.Draw(img)
+    mask = Image.new("L", (big, big), 0)
+    draw, draw_mask = ImageDraw.Draw(img), ImageDraw.Draw(mask)
     for kind in clutter:
         _clutter(draw, kind, big, rng)
     cx = (X_CENTRE[thing.position] + rng.uniform(-0.04, 0.04)) * big
@@ -63,9 +72,14 @@ def render(thing: Thing, size: int, rng: np.random.Generator, clutter: tuple[str
     colour = np.clip(np.array(COLOURS[thing.colour]) + rng.integers(-20, 21, size=3), 0, 255)
     fill = tuple(int(v) for v in colour)
     if thing.shape == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+        box = [cx - r, cy - r, cx + r, cy + r]
+        draw.ellipse(box, fill=fill)
+        draw_mask.ellipse(box, fill=255)
     else:
-        draw.polygon(_polygon(thing.shape, cx, cy, r, rng.uniform(-0.25, 0.25)), fill=fill)
+        corners = _polygon(thing.shape, cx, cy, r, rng.uniform(-0.25, 0.25))
+        draw.polygon(corners, fill=fill)
+        draw_mask.polygon(corners, fill=255)
     img = img.resize((size, size), Image.LANCZOS)
     noise = rng.normal(0, 4, size=(size, size, 3))  # sensor-like noise
-    return Image.fromarray(np.clip(np.asarray(img, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
+    image = Image.fromarray(np.clip(np.asarray(img, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
+    return image, mask.resize((size, size), Image.LANCZOS)
