@@ -6,11 +6,11 @@ import argparse
 import importlib.metadata
 import sys
 
-from pipeline import ablate, perf, score, submit
+from pipeline import ablate, cam, perf, score, submit
 from pipeline.core.errors import PipelineError
 from pipeline.search import commands as search
 
-COMMANDS = [score, submit, ablate, perf, search]
+COMMANDS = [score, submit, ablate, perf, search, cam]
 
 
 def main(argv: list[str] | None = None) -> int:
