@@ -21,8 +21,8 @@ from PIL import Image
 
 from pipeline.backbone import Backbone, load
 from pipeline.core.errors import PipelineError
+from pipeline.core.masks import mask_file
 from pipeline.core.registry import Registry
-from pipeline.world import mask_file
 
 CAM = Registry("class-activation map")
 TRUE_MASK_LEVEL = 128  # the oracle mask is soft coverage 0..255: a pixel is the object when half covered

@@ -18,6 +18,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.core.errors import PipelineError, quoted
+from pipeline.core.masks import mask_file
 from pipeline.ingest import SCHEMA, normalise
 
 
@@ -73,3 +74,27 @@ def write_captions(captions: list[list[str]], out: Path) -> np.ndarray:
     pq.write_table(pa.table({"id": pa.array(np.arange(len(texts)), pa.int64()), "text": pa.array(texts, pa.string()),
                              "source": pa.array(["pairs"] * len(texts), pa.string())}, schema=SCHEMA), out)
     return image_of
+
+
+def mask_path(image: Path, cfg: PairsConfig) -> Path | None:
+    """Where an image's true object mask would be (pipeline/core/masks.py); None for an image
+    outside the table's folder."""
+    table = Path(cfg.path).parent
+    try:
+        return table / mask_file(image.relative_to(table))
+    except ValueError:  # an absolute path outside the table's folder: no mask by this convention
+        return None
+
+
+def write_images(images: list[Path], cfg: PairsConfig, out: Path) -> None:
+    pq.write_table(pa.table({"path": [str(p) for p in images], "mask": [str(mask_path(p, cfg) or "") for p in images]}), out)
+
+
+def caption_nouns(pairs: Path) -> tuple[list[str], list[list[tuple[int, int]]]]:
+    """(captions, the character spans of each caption's NOUN words), from the pairs stage's
+    captions.parquet and keywords.parquet (spaCy's universal POS)."""
+    texts = pq.read_table(pairs / "captions.parquet", columns=["text"])["text"].to_pylist()
+    tags = pq.read_table(pairs / "keywords.parquet", columns=["word_start", "word_end", "word_pos"]).to_pylist()
+    spans = [[(a, b) for a, b, pos in zip(t["word_start"], t["word_end"], t["word_pos"]) if pos == "NOUN"]
+             for t in tags]
+    return texts, spans

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipeline.core.errors import PipelineError, quoted
-from pipeline.core.params import at_least, below
+from pipeline.core.params import at_least, below, section, typed
 from pipeline.core.placeholder import PLACEHOLDER
 from pipeline.core.registry import Registry
 from pipeline.noise import NOISE, add_noise
@@ -108,6 +108,11 @@ class TrainConfig:
 
     def autocast_dtype(self, device: str):
         return PRECISIONS[("bf16" if device == "cuda" else "fp32") if self.precision == "auto" else self.precision]
+
+
+def train_config(params: dict) -> TrainConfig:
+    """params.yaml `train`, with the top-level `noise`, typed and checked."""
+    return typed(TrainConfig, {**section(params, "train"), "noise": params.get("noise")}, "train")
 
 
 @lru_cache(maxsize=2)
@@ -219,19 +224,63 @@ def smp_loss(tower: TextTower, phi: torch.nn.Module, masked_ids: torch.Tensor, z
     return F.mse_loss(encode(tower, masked_ids, pseudo, truncate=cfg.truncate).float(), z_c)
 
 
+@dataclass
+class Objective:
+    """What `fit` trains phi on: `rows` training rows (captions, or images) and the loss of the
+    batch of rows `idx`, `loss(model, idx, gen)`; `gen` draws the step's noise. LinCIR's is
+    `smp_objective`; the other methods' are in pipeline/methods/."""
+
+    rows: int
+    loss: Callable[[torch.nn.Module, np.ndarray, torch.Generator], torch.Tensor]
+    lengths: np.ndarray | None = None  # tokens a row, to bucket batches by length; None: no bucketing
+    name: str = "SMP"
+
+
+def smp_objective(tower: TextTower, ids, masked, cfg: TrainConfig, device: str, part: "Dist",
+                  lengths: np.ndarray | None = None, sources: np.ndarray | None = None) -> Objective:
+    """LinCIR's objective over the captions: `smp_loss` with z_c cached once (cfg.cache_targets)."""
+    dtype = cfg.autocast_dtype(device)
+    if device == "cuda":  # the token arrays fit on the GPU: no host copies in the loop
+        ids, masked = (torch.from_numpy(np.asarray(a).astype(np.int32)).to(device) for a in (ids, masked))
+    targets = text_latents(tower, ids, 4 * cfg.batch_size, device, dtype, cfg.truncate, part) \
+        if cfg.cache_targets else None
+    step_loss = torch.compile(smp_loss, dynamic=True) if cfg.compile else smp_loss
+
+    def loss(model, idx, gen):
+        if targets is not None:
+            z_c = targets[torch.as_tensor(idx, device=device)]
+        else:
+            with torch.no_grad():
+                z_c = encode(tower, _rows(ids, idx, device), truncate=cfg.truncate).float()
+        source = None if sources is None else torch.from_numpy(np.asarray(sources[idx], np.float32)).to(device)
+        return step_loss(tower, model, _rows(masked, idx, device), z_c, cfg, gen, source)
+
+    return Objective(len(ids), loss, lengths)
+
+
 def train_phi(tower: TextTower, embed_dim: int, ids, masked, cfg: TrainConfig, *, device: str, checkpoint: Path,
               fingerprint: str = "", lengths: np.ndarray | None = None,
               log: Callable[[int, dict], None] = lambda step, values: None,
               validation: Validation | None = None, sources: np.ndarray | None = None) -> torch.nn.Module:
-    """ids/masked: [N, C] token arrays (numpy, memmap or tensors); lengths: masked tokens a row
-    (for bucketing); sources: [N, d] latents phi reads instead of z_c (image latents of the
-    captions' images), or None. Returns phi (unwrapped, in eval mode), the best one on `validation` when given.
+    """LinCIR: phi trained with SMP. ids/masked: [N, C] token arrays (numpy, memmap or tensors);
+    lengths: masked tokens a row (for bucketing); sources: [N, d] latents phi reads instead of
+    z_c (image latents of the captions' images), or None."""
+    cfg.check()
+    objective = smp_objective(tower, ids, masked, cfg, device, Dist.from_env(device), lengths, sources)
+    return fit(new_phi(tower, embed_dim, cfg, device), objective, cfg, device=device, checkpoint=checkpoint,
+               fingerprint=fingerprint, log=log, validation=validation)
+
+
+def fit(phi: torch.nn.Module, objective: Objective, cfg: TrainConfig, *, device: str, checkpoint: Path,
+        fingerprint: str = "", log: Callable[[int, dict], None] = lambda step, values: None,
+        validation: Validation | None = None) -> torch.nn.Module:
+    """The training loop every method shares: AdamW on phi for cfg.steps batches of the objective's
+    rows. Returns phi (unwrapped, in eval mode), the best one on `validation` when given.
     `log(step, {"loss": ...})` sees every logged point once, those of a resumed run's earlier
     part first (they are in the checkpoint); validation scores come as {"val_<metric>": ...}."""
     cfg.check()
     part = Dist.from_env(device)
     dtype = cfg.autocast_dtype(device)
-    phi = new_phi(tower, embed_dim, cfg, device)
     fused = device == "cuda"  # one kernel for the whole AdamW update
     opt = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     start, history = 0, []
@@ -245,30 +294,18 @@ def train_phi(tower: TextTower, embed_dim: int, ids, masked, cfg: TrainConfig, *
         print(f"resuming phi training at step {start} from {checkpoint}")
         for step, values in history:
             log(step, values)
-    if device == "cuda":  # the token arrays fit on the GPU: no host copies in the loop
-        ids, masked = (torch.from_numpy(np.asarray(a).astype(np.int32)).to(device) for a in (ids, masked))
-    targets = text_latents(tower, ids, 4 * cfg.batch_size, device, dtype, cfg.truncate, part) \
-        if cfg.cache_targets else None
     model = torch.nn.parallel.DistributedDataParallel(phi) if part.world > 1 else phi
-    step_loss = torch.compile(smp_loss, dynamic=True) if cfg.compile else smp_loss
-    bucket = lengths if cfg.bucket_by_length else None
+    bucket = objective.lengths if cfg.bucket_by_length else None
     phi.train()
-    bar = tqdm(range(start, cfg.steps), desc="phi training (SMP)", unit="step", initial=start, total=cfg.steps,
-               disable=part.rank > 0)
+    bar = tqdm(range(start, cfg.steps), desc=f"phi training ({objective.name})", unit="step", initial=start,
+               total=cfg.steps, disable=part.rank > 0)
     for step in bar:
-        idx = batch_indices(len(ids), cfg.batch_size, cfg.seed, step, bucket)[part.rank::part.world]
-        masked_ids = _rows(masked, idx, device)
-        if targets is not None:
-            z_c = targets[torch.as_tensor(idx, device=device)]
-        else:
-            with torch.no_grad(), _autocast(device, dtype):
-                z_c = encode(tower, _rows(ids, idx, device), truncate=cfg.truncate).float()
+        idx = batch_indices(objective.rows, cfg.batch_size, cfg.seed, step, bucket)[part.rank::part.world]
         seed = (cfg.seed * 1_000_003 + step) * 64 + part.rank
         gen = torch.Generator(device).manual_seed(seed)  # noise
         torch.manual_seed(seed)  # dropout
         with _autocast(device, dtype):
-            source = None if sources is None else torch.from_numpy(np.asarray(sources[idx], np.float32)).to(device)
-            loss = step_loss(tower, model, masked_ids, z_c, cfg, gen, source)
+            loss = objective.loss(model, idx, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

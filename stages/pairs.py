@@ -2,8 +2,9 @@
 
 Writes data/pairs/: captions.parquet and keywords.parquet (the keywords stage's code),
 tokens/ (the tokens stage's code: ids, masked, lengths, meta.json), image_of.npy (the image
-row of each caption row) and latents.npy (the images' latents, unnormalised, as phi reads
-them). Objectives that learn from images (train.supervision: image_latent) read them.
+row of each caption row), latents.npy (the images' latents, unnormalised, as phi reads
+them) and images.parquet (each image's path, and where its true object mask would be).
+Methods that learn from images (pipeline/methods/, train.supervision: image_latent) read them.
 """
 from pathlib import Path
 import shutil
@@ -20,7 +21,7 @@ from pipeline.core.params import section, typed
 from pipeline.gallery import embed_images
 from pipeline.keywords import KeywordsConfig, tag_captions
 from pipeline.masking import check_params
-from pipeline.pairs import PairsConfig, read_pairs, write_captions
+from pipeline.pairs import PairsConfig, read_pairs, write_captions, write_images
 from pipeline.tokens import tokenize_captions
 
 OUT = Path("data/pairs")
@@ -35,6 +36,7 @@ def main(params: dict) -> None:
     shutil.rmtree(OUT, ignore_errors=True)
     image_of = write_captions(captions, OUT / "captions.parquet")
     np.save(OUT / "image_of.npy", image_of)
+    write_images(images, cfg, OUT / "images.parquet")
     tag_captions(OUT / "captions.parquet", OUT / "keywords.parquet", kw.model, kw.pos, kw.batch_size, kw.n_process)
     backbone = B.load(Path("data/backbone/backbone.json"), stage.device())
     meta = tokenize_captions(OUT / "captions.parquet", OUT / "keywords.parquet", OUT / "tokens", backbone.tokenizer,

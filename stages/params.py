@@ -22,10 +22,11 @@ from pipeline.gallery import EmbedConfig
 from pipeline.geometry import GeometryConfig
 from pipeline.keywords import KeywordsConfig
 from pipeline.masking import check_params as check_masking
+from pipeline.methods import METHODS
 from pipeline.pairs import PairsConfig
 from pipeline.retrieval import EvaluateConfig
 from pipeline.tokens import TokensConfig
-from pipeline.train import TrainConfig
+from pipeline.train import train_config
 from pipeline.world import WorldConfig
 
 OUT = Path("data/params/checked")
@@ -47,7 +48,10 @@ def main(params: dict) -> None:
     check_benchmarks(params.get("benchmarks"))
     for name, check in SECTIONS.items():
         check(section(params, name))
-    typed(TrainConfig, {**section(params, "train"), "noise": params.get("noise")}, "train")
+    train_config(params)
+    METHODS.get(params.get("method", "lincir"))
+    for name in METHODS.names():  # every method's section, the unselected ones too: a typo waits for no one
+        typed(METHODS.get(name).config, section(params, name), name)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("params.yaml passed every check\n")
     print("params: every section checked")

@@ -1,4 +1,5 @@
-"""DVC stage `train`: phi trained with SMP on the token arrays (params: noise, train).
+"""DVC stage `train`: phi trained by the method params.yaml's `method` names (pipeline/methods/;
+params: method and its section, noise, train). LinCIR, the default, trains on the token arrays.
 
 Writes data/train/phi.pt (trained) and data/train/phi_init.pt (the same phi at random
 initialisation, scored as a baseline) and the loss curve with DVCLive (dvclive/train).
@@ -8,13 +9,13 @@ same (the fingerprint); a finished run deletes it, so `dvc repro --force` trains
 from pathlib import Path
 import json
 import os
+from dataclasses import asdict
 import shutil
 import sys
 from contextlib import nullcontext
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
 from dvclive import Live
 
 from pipeline import backbone as B
@@ -23,11 +24,11 @@ from pipeline.benchmarks import from_params
 from pipeline.core import stage
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import section, typed
+from pipeline.methods import Run, method_config
 from pipeline.phi import save_phi
 from pipeline.retrieval import EvaluateConfig, answer, query_context
 from pipeline.text_encoder import text_tower
-from pipeline.tokens import load as load_tokens
-from pipeline.train import SUPERVISION, TrainConfig, Validation, new_phi, train_phi
+from pipeline.train import TrainConfig, Validation, new_phi, train_config
 
 TOKENS = Path("data/tokens")
 PAIRS = Path("data/pairs")
@@ -56,49 +57,42 @@ def dev_validation(params: dict, cfg: TrainConfig, backbone, device: str) -> Val
 
 
 def main(params: dict) -> None:
-    cfg = typed(TrainConfig, {**section(params, "train"), "noise": params.get("noise")}, "train")
+    cfg = train_config(params)
+    name, method, config = method_config(params)
     device = stage.device()
     backbone = B.load(Path("data/backbone/backbone.json"), device)
     tower = text_tower(backbone.model, backbone.tokenizer)
-    supervision = SUPERVISION.get(cfg.supervision)
-    # image_latent learns from image-caption pairs: their captions' tokens, phi reading the image latents
-    token_dir = PAIRS / "tokens" if supervision.from_images else TOKENS
-    tokens = load_tokens(token_dir)
-    sources = np.load(PAIRS / "latents.npy")[np.load(PAIRS / "image_of.npy")] if supervision.from_images else None
-    if tokens.placeholder_id != tower.placeholder_id:
-        raise PipelineError(f"{token_dir}/meta.json placeholder {tokens.placeholder_id} differs from the "
-                            f"backbone tokenizer's {tower.placeholder_id}: re-run the tokens stage")
     embed_dim = B.embed_dim(backbone)
-    # a checkpoint is resumed only by a run of the same config on the same inputs with the same code
+    # a checkpoint is resumed only by a run of the same method and config on the same inputs with the same code
+    inputs = [TOKENS / "ids.npy", TOKENS / "masked.npy", PAIRS / "latents.npy", PAIRS / "tokens" / "ids.npy",
+              PAIRS / "tokens" / "masked.npy", PAIRS / "keywords.parquet"]
     fingerprint = "-".join([json.loads(Path("data/backbone/backbone.json").read_text())["sha256"],
-                            *(B.file_sha256(token_dir / f) for f in ("ids.npy", "masked.npy")),
-                            *([B.file_sha256(PAIRS / "latents.npy")] if supervision.from_images else []),
+                            *(B.file_sha256(f) for f in inputs), name, json.dumps(asdict(config), sort_keys=True),
                             stage.code_fingerprint()])
-    config = {"variant": cfg.phi_variant, "embed_dim": embed_dim, "token_width": tower.width, "dropout": cfg.dropout}
+    phi_config = {"variant": cfg.phi_variant, "embed_dim": embed_dim, "token_width": tower.width,
+                  "dropout": cfg.dropout}
     lead = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process writes
     if lead:
-        save_phi(new_phi(tower, embed_dim, cfg, device), config, OUT / "phi_init.pt")
+        save_phi(new_phi(tower, embed_dim, cfg, device), phi_config, OUT / "phi_init.pt")
     if lead:  # a resumed run logs its earlier points again from the checkpoint: no duplicate rows
         shutil.rmtree(LIVE, ignore_errors=True)
     with (Live(str(LIVE), dvcyaml=None, save_dvc_exp=False) if lead else nullcontext()) as live:
         def log(step: int, values: dict) -> None:
             live.step = step
-            for name, value in values.items():
-                live.log_metric(name, value)
+            for key, value in values.items():
+                live.log_metric(key, value)
             live.next_step()
 
-        masked = supervision.masked(tokens.masked, backbone.tokenizer)
         validation = dev_validation(params, cfg, backbone, device) if cfg.validate_every else None
-        phi = train_phi(tower, embed_dim, tokens.ids, masked, cfg, device=device, checkpoint=CHECKPOINT,
-                        fingerprint=fingerprint, lengths=tokens.lengths[:, 1], log=log, validation=validation,
-                        sources=sources)
+        phi = method.train(Run(backbone, tower, embed_dim, cfg, config, device, CHECKPOINT, fingerprint,
+                               TOKENS, PAIRS, OUT, log, validation))
         if lead and validation:
             live.summary.update({f"best_val_{cfg.validate_metric}": validation.best_score,
                                  "best_step": validation.best_step})
     if lead:
-        save_phi(phi, config, OUT / "phi.pt")
+        save_phi(phi, phi_config, OUT / "phi.pt")
         CHECKPOINT.unlink(missing_ok=True)  # finished: nothing to resume, never a stale state
-        print(f"train: {cfg.steps} steps of batch {cfg.batch_size} on {len(tokens.ids)} captions, noise={cfg.noise}")
+        print(f"train: method={name}, {cfg.steps} steps of batch {cfg.batch_size}, noise={cfg.noise}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ TINY = {
     "keywords": {"n_process": 1},
     "train": {"steps": 4, "batch_size": 16, "checkpoint_every": 2, "log_every": 1, "validate_every": 2},
     "evaluate": {"grid_queries": 2, "grid_top_k": 3},
+    "searle": {"oti_steps": 2},
 }
 
 
@@ -125,6 +126,20 @@ def test_image_latent_supervision_trains_from_the_pairs(project):
     out = sh(root, dvc, "exp", "run", "-S", "train.supervision=image_latent")
     assert ran(out) == {"params", "train", "evaluate@world_circo", "evaluate@world_cirr", "evaluate@world_dev"}
     assert (root / "data/pairs/latents.npy").is_file() and "image_latent" in sh(root, dvc, "exp", "show", "--no-pager", "--md")
+
+
+def test_a_method_reruns_only_training_and_scoring(project):
+    """Never spaCy, the tokens, the pairs or the gallery embeddings: only what the method trains."""
+    root, dvc, _ = project
+    out = sh(root, dvc, "exp", "run", "-S", "method=masked_inversion", "-S", "masked_inversion.mask=oracle")
+    assert ran(out) == {"params", "train", "evaluate@world_circo", "evaluate@world_cirr", "evaluate@world_dev"}
+    assert "masked_inversion: images=" in out and "iou_with_true_masks=1.000" in out
+    assert (root / "data/train/masked_pairs.parquet").is_file()
+
+
+def test_a_knob_of_a_method_not_selected_retrains_nothing(project):
+    root, dvc, _ = project
+    assert ran(sh(root, dvc, "exp", "run", "-S", "searle.oti_steps=3")) == {"params"}
 
 
 def test_an_unsafe_benchmark_name_never_reaches_the_shell(project, tmp_path):

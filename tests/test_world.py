@@ -7,7 +7,8 @@ import pytest
 
 from PIL import Image
 
-from pipeline.world import WorldConfig, generate, mask_file
+from pipeline.core.masks import mask_file
+from pipeline.world import WorldConfig, generate
 from pipeline.world.attributes import BACKGROUNDS, FIELDS, VALUES, Thing
 from pipeline.world.captions import caption, condition
 from pipeline.world.render import X_CENTRE, render, render_with_mask

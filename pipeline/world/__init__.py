@@ -16,6 +16,7 @@ import polars as pl
 from tqdm import tqdm
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.masks import mask_file
 from pipeline.core.params import at_least, below
 from pipeline.world.attributes import CLUTTER, FIELDS, MAX_CLUTTER, VALUES, Thing, all_things
 from pipeline.world.captions import caption, condition
@@ -212,11 +213,6 @@ def generate(cfg: WorldConfig, out: Path) -> dict:
             "gallery_images": len(gallery), "corpus_captions": len(corpus),
             "unseen_combinations": len(unseen), "circo_queries": len(circo), "cirr_queries": len(cirr), "dev_queries": len(dev),
             "circo_mean_ground_truths": float(np.mean([len(q["gt_img_ids"]) for q in circo]))}
-
-
-def mask_file(image_file: str | Path) -> Path:
-    """The object mask of a pairs image, both relative to the world: masks/<the image's path>."""
-    return Path("masks") / image_file
 
 
 def _write_json(path: Path, obj) -> None:
