@@ -1,6 +1,7 @@
 """`lincir ablate`: the paper's ablations as DVC experiments, and RESULTS.md from them.
 
     lincir ablate run --seeds 3          one `dvc exp run` per cell, skipping finished ones
+    lincir ablate run --groups method    the zero-shot CIR methods side by side (pipeline/methods/)
     lincir ablate report                 RESULTS.md + docs/results.png from `dvc exp show --json`
 
 Each cell is an experiment named `<group>-<value>-s<seed>` (`noise-gaussian-s1`): a run that
@@ -33,6 +34,7 @@ class Group:
     values: tuple[str, ...]
     paper: str  # where the paper's numbers are
     seed_params: tuple[str, ...] = ("train.seed",)
+    paper_metric: str = "CIRR dev R@1"  # what the paper's numbers are (pipeline/results.py PAPER)
 
 
 GROUPS = {
@@ -41,6 +43,8 @@ GROUPS = {
     "masking": Group("masking.strategy", ("all_keywords", "n_keywords", "random_token", "non_keywords", "nouns"),
                      "Tab. 8", ("train.seed", "masking.seed")),
     "supervision": Group("train.supervision", ("smp", "photo_of", "image_latent"), "Tab. 7"),
+    "method": Group("method", ("lincir", "pic2word", "searle", "masked_inversion"), "each method's paper",
+                    paper_metric="CIRR test R@1, ViT-L/14"),
 }
 # What the tables report, (metrics file, benchmark, metric): the paper's CIRR R@1, and the two
 # with signal on the world, where R@1 is 0-2 queries of 400 for every setting.

@@ -7,6 +7,7 @@ write, in docs/results_discussion.md, which is copied below the tables.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -17,7 +18,13 @@ KEYS = [(bench, metric) for _, bench, metric in METRICS]
 
 # {group: {value: CIRR dev R@1}} from the paper; a value not given here is absent. Only the
 # two ends of Tab. 9 are known to this project (no copy of Tabs. 7-9 could be read offline).
-PAPER: dict[str, dict[str, float]] = {"noise": {"none": 19.76, "unif_gaussian": 25.47}}
+PAPER: dict[str, dict[str, float]] = {
+    "noise": {"none": 19.76, "unif_gaussian": 25.47},
+    # CIRR test R@1 with ViT-L/14: 2406.18836 from its paper (DESIGN.md); the other three as later
+    # papers' comparison tables quote them (their own papers could not be read offline)
+    "method": {"lincir": 25.04, "pic2word": 23.90, "searle": 24.22, "masked_inversion": 26.1},
+}
+BASELINES = ("image_only", "text_only", "image_text_average")  # training-free: no experiment varies them
 DISCUSSION = Path("docs/results_discussion.md")
 
 
@@ -40,6 +47,18 @@ def ordering(ours: dict[str, float], paper: dict[str, float]) -> str:
     return "; ".join(verdicts)
 
 
+def baseline_rows(keys: list[tuple[str, str]], metrics: Path = Path("metrics/evaluate")) -> list[str]:
+    """The training-free baselines' rows, from the workspace's last `dvc repro` (*.all.json):
+    they do not depend on phi, so one run is every run."""
+    scores = {bench: json.loads((metrics / f"{bench}.all.json").read_text())
+              for bench in {b for b, _ in keys} if (metrics / f"{bench}.all.json").is_file()}
+    rows = []
+    for name in BASELINES:
+        cells = [f"{scores[b][name][m]:.2f} (training-free)" if name in scores.get(b, {}) else "—" for b, m in keys]
+        rows.append(f"| `{name}` | " + " | ".join(cells) + " | — |")
+    return rows
+
+
 def write_results(summary: dict, out: Path, png: Path) -> None:
     keys = KEYS
     lines = ["# Results: the paper's ablations on the built-in world", "",
@@ -51,14 +70,16 @@ def write_results(summary: dict, out: Path, png: Path) -> None:
         g = GROUPS[group]
         paper = PAPER.get(group, {})
         lines += [f"## {group} (`{g.param}`, paper {g.paper})", "",
-                  "| value | " + " | ".join(f"{b} {m}" for b, m in keys) + " | paper CIRR dev R@1 |",
+                  "| value | " + " | ".join(f"{b} {m}" for b, m in keys) + f" | paper {g.paper_metric} |",
                   "|---|" + "---|" * (len(keys) + 1)]
         for value in g.values:
             if value in values:
                 stats = values[value]
                 lines.append(f"| `{value}` | " + " | ".join(_cell(stats, k) for k in keys)
                              + f" | {paper.get(value, '—')} |")
-        lines += ["", "Ordering against the paper's CIRR dev R@1:", ""]
+        if group == "method":
+            lines += baseline_rows(keys)
+        lines += ["", f"Ordering against the paper's {g.paper_metric}:", ""]
         for key in keys:
             ours = {v: s[key][0] for v, s in values.items() if key in s}
             lines.append(f"- ours by {key[0]} {key[1]}: {ordering(ours, paper)}.")

@@ -9,22 +9,22 @@ from pipeline.core.errors import PipelineError
 
 
 BASE = {"noise": "unif_gaussian", "train.seed": "0", "masking.strategy": "all_keywords",
-        "masking.seed": "0", "train.supervision": "smp"}
+        "masking.seed": "0", "train.supervision": "smp", "method": "lincir"}
 
 
 def test_cells_cover_the_papers_ablations_with_seeds():
-    cells = ablate.cells(["noise", "masking", "supervision"], seeds=3, base=BASE)
+    cells = ablate.cells(list(ablate.GROUPS), seeds=3, base=BASE)
     names = [name for name, _ in cells]
-    assert len(names) == len(set(names)) == (7 + 5 + 3) * 3
+    assert len(names) == len(set(names)) == (7 + 5 + 3 + 4) * 3
     assert all(ablate.NAME.fullmatch(n) for n in names)
     # the first seed of every group comes before any second seed
     assert max(names.index(n) for n in names if n.endswith("-s0")) < min(names.index(n) for n in names if n.endswith("-s1"))
     overrides = dict(cells)
     # every cell sets every grid param: the workspace keeps the last experiment's params
     assert overrides["noise-gaussian-s2"] == ["noise=gaussian", "train.seed=2", "masking.strategy=all_keywords",
-                                             "masking.seed=0", "train.supervision=smp"]
+                                             "masking.seed=0", "train.supervision=smp", "method=lincir"]
     assert overrides["masking-nouns-s1"] == ["noise=unif_gaussian", "train.seed=1", "masking.strategy=nouns",
-                                            "masking.seed=1", "train.supervision=smp"]
+                                            "masking.seed=1", "train.supervision=smp", "method=lincir"]
 
 
 def test_committed_params_are_read_from_the_last_commit():
@@ -79,9 +79,25 @@ def test_report_averages_seeds_and_compares_orderings(tmp_path, monkeypatch):
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| `gaussian` | 21.00 ± 1.41 (n=2) | 71.00 ± 1.41 (n=2) | 6.00 ± 1.41 (n=2) | 24.0 |" in text
     assert "ours by world_circo mAP@5: best: ours `gaussian`, paper `gaussian` (holds)" in text
+    assert "paper CIRR dev R@1 |" in text
     assert (tmp_path / "r.png").stat().st_size > 1000
 
 
 def test_ordering_says_where_ours_differs():
     assert "worst: ours `a`, paper `b` (differs)" in results.ordering({"a": 1, "b": 2, "c": 3}, {"a": 2, "b": 1, "c": 3})
     assert "fewer than two" in results.ordering({"a": 1}, {"a": 2})
+
+
+def test_the_methods_table_has_the_training_free_baselines_and_each_papers_number(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "metrics/evaluate").mkdir(parents=True)
+    (tmp_path / "metrics/evaluate/world_circo.all.json").write_text(
+        '{"lincir": {"mAP@5": 3.0}, "image_only": {"mAP@5": 1.25}, "text_only": {"mAP@5": 0.5}}')
+    show = [{"rev": "workspace", "name": None, "data": {}, "experiments": [
+        {"revs": [_exp("method-pic2word-s0", 1.0, 2.0)]}, {"revs": [_exp("method-lincir-s0", 1.0, 3.0)]}]}]
+    monkeypatch.setattr(results, "DISCUSSION", tmp_path / "none.md")
+    results.write_results(ablate.summarise(ablate.rows(show)), tmp_path / "RESULTS.md", tmp_path / "r.png")
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| value | world_cirr R@1 | world_cirr R@50 | world_circo mAP@5 | paper CIRR test R@1, ViT-L/14 |" in text
+    assert "| `pic2word` | 1.00 ± 0.00 (n=1) | 51.00 ± 0.00 (n=1) | 2.00 ± 0.00 (n=1) | 23.9 |" in text
+    assert "| `image_only` | — | — | 1.25 (training-free) | — |" in text
