@@ -44,6 +44,18 @@ def test_perf_train_reports_both_paths(capsys):
     assert record["rows"][0]["mean_tokens"] == 32  # the reference runs the whole context
 
 
+def test_perf_methods_times_every_method_with_its_real_code(capsys):
+    record = bench(capsys, "methods", "--model", "lincir-world", "--samples", "24", "--batch-size", "8",
+                   "--steps", "2", "--oti-steps", "2")
+    rows = {row["path"]: row for row in record["rows"]}
+    assert list(rows) == ["lincir", "pic2word", "searle", "masked_inversion"]
+    assert all(row["s_per_step"] > 0 and row["s_per_sample"] > row["image_latent_s"] for row in rows.values())
+    assert rows["lincir"]["image_latent_s"] == 0 and rows["pic2word"]["image_latent_s"] > 0
+    assert rows["searle"]["one_off_s_per_sample"] > rows["pic2word"]["one_off_s_per_sample"]  # the inversion
+    for name in ("pic2word", "searle", "masked_inversion"):
+        assert record["ratio"][name] == pytest.approx(rows[name]["s_per_sample"] / rows["lincir"]["s_per_sample"])
+
+
 def test_perf_keywords_reports_both_paths_and_the_same_spans(capsys):
     record = bench(capsys, "keywords", "--captions", "40")
     both_paths(record, "captions_per_s")

@@ -50,6 +50,7 @@ class Method:
     config: type  # dataclass of the method's params section (`method: <name>` reads section <name>)
     train: Callable[[Run], torch.nn.Module]
     reads: tuple[str, ...] = field(default=())  # prepared data it trains on, for the docs and errors
+    images: bool = False  # trains on image latents (their cost counts in `lincir perf methods`)
 
 
 METHODS: Registry[Method] = Registry("method")

@@ -207,4 +207,4 @@ def train(run: Run):
 
 
 METHODS.register("masked_inversion")(Method(MaskedInversionConfig, train,
-                                            reads=("pairs: images, image latents, captions' nouns",)))
+                                            reads=("pairs: images, image latents, captions' nouns",), images=True))

@@ -70,4 +70,4 @@ def train(run: Run):
                validation=run.validation)
 
 
-METHODS.register("pic2word")(Method(Pic2WordConfig, train, reads=("pairs: image latents",)))
+METHODS.register("pic2word")(Method(Pic2WordConfig, train, reads=("pairs: image latents",), images=True))

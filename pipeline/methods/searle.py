@@ -112,4 +112,4 @@ def train(run: Run):
                validation=run.validation)
 
 
-METHODS.register("searle")(Method(SearleConfig, train, reads=("pairs: image latents, captions' nouns",)))
+METHODS.register("searle")(Method(SearleConfig, train, reads=("pairs: image latents, captions' nouns",), images=True))

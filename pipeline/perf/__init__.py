@@ -2,6 +2,7 @@
 same inputs in one run; prints the throughput of both, their ratio, and one JSON line.
 
     lincir perf train --model ViT-B-32        phi training steps
+    lincir perf methods --model ViT-B-32      training cost of LinCIR, Pic2Word, SEARLE, masked inversion
     lincir perf keywords --captions 20000     spaCy POS tagging
     lincir perf tokens --captions 20000       tokenizing captions and masked captions
     lincir perf embed --images 256            gallery image embedding
@@ -16,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.perf import embed, keywords, memory, search, tokens, train
+from pipeline.perf import embed, keywords, memory, methods, search, tokens, train
 
-TARGETS = [train, keywords, tokens, embed, memory, search]
+TARGETS = [train, methods, keywords, tokens, embed, memory, search]
 HELP = "throughput of the optimised paths against the reference implementation (see BENCHMARKS.md)"
 
 
