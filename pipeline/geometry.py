@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pipeline.core.errors import PipelineError
 from pipeline.core.params import at_least
 
 
@@ -22,8 +21,8 @@ class GeometryConfig:
     bins: int = 40  # of the noise-norm histograms
 
     def check(self) -> None:
-        if self.bins < 1:
-            raise PipelineError(f"geometry.bins must be at least 1, not {self.bins}")
+        at_least("geometry.bins", self.bins, 1)
+        at_least("geometry.seed", self.seed, 0)
 
 
 @dataclass

@@ -24,7 +24,6 @@ HISTOGRAM = Path("plots/noise_norms.csv")
 def main(params: dict) -> None:
     cfg = typed(GeometryConfig, section(params, "geometry"), "geometry")
     scale = typed(NoiseScale, {"noise_scale": section(params, "train").get("noise_scale", 1.0)}, "train").noise_scale
-    cfg.check()
     latents = torch.load(LATENTS)
     images, captions = latents["image"], latents["caption"]
     gen = torch.Generator().manual_seed(cfg.seed)

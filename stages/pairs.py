@@ -18,7 +18,7 @@ from pipeline import backbone as B
 from pipeline.benchmarks import ImageSource, check_paths
 from pipeline.core import stage
 from pipeline.core.params import section, typed
-from pipeline.gallery import embed_images
+from pipeline.gallery import EmbedConfig, embed_images
 from pipeline.keywords import KeywordsConfig, tag_captions
 from pipeline.masking import check_params
 from pipeline.pairs import PairsConfig, read_pairs, write_captions, write_images
@@ -31,6 +31,8 @@ def main(params: dict) -> None:
     cfg = typed(PairsConfig, section(params, "pairs"), "pairs")
     kw = typed(KeywordsConfig, section(params, "keywords"), "keywords")
     check_params(section(params, "masking"))
+    embed = typed(EmbedConfig, section(params, "embed"), "embed")
+    device = stage.device()
     images, captions = read_pairs(cfg)
     check_paths(images, f"pairs {cfg.path}")  # every image decodes, before any model work
     shutil.rmtree(OUT, ignore_errors=True)
@@ -38,13 +40,11 @@ def main(params: dict) -> None:
     np.save(OUT / "image_of.npy", image_of)
     write_images(images, cfg, OUT / "images.parquet")
     tag_captions(OUT / "captions.parquet", OUT / "keywords.parquet", kw.model, kw.pos, kw.batch_size, kw.n_process)
-    backbone = B.load(Path("data/backbone/backbone.json"), stage.device())
+    backbone = B.load(Path("data/backbone/backbone.json"), device)
     meta = tokenize_captions(OUT / "captions.parquet", OUT / "keywords.parquet", OUT / "tokens", backbone.tokenizer,
                              section(params, "masking"), params["backbone"]["model"])
-    embed = section(params, "embed")
     latents = embed_images(backbone.model, backbone.preprocess, [ImageSource(p) for p in images],
-                           batch_size=embed.get("batch_size", 256), num_workers=embed.get("num_workers", 0),
-                           device=stage.device())
+                           batch_size=embed.batch_size, num_workers=embed.num_workers, device=device)
     np.save(OUT / "latents.npy", latents)
     print(f"pairs: {len(images)} images, {meta['rows']} captions, fallbacks={meta['fallbacks']}")
 

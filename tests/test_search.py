@@ -170,7 +170,8 @@ def test_index_refuses_what_it_cannot_trust(world, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(world["index"], copy)
     record = json.loads((copy / "index.json").read_text())
-    record["backbone"]["sha256"] = "0" * 64  # as if the weights file changed since indexing
+    record["backbone"]["sha256"] = "0" * 64  # as if the weights file changed since indexing:
+    record["backbone"]["stat"][1] -= 1  # its content, and so its mtime
     (copy / "index.json").write_text(json.dumps(record))
     with pytest.raises(PipelineError, match="missing or changed since"):
         open_index(copy)
@@ -181,6 +182,16 @@ def test_index_refuses_what_it_cannot_trust(world, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(PipelineError, match="no readable image under"):
         I.update(tmp_path / "empty", tmp_path / "z", backbone_file=world["backbone"], phi=world["phi"], kind="flat")
+
+
+def test_unchanged_weights_are_not_hashed_again_on_every_search(world, monkeypatch):
+    from pipeline import backbone as B
+
+    hashed, real = [], B.file_sha256
+    monkeypatch.setattr(B, "file_sha256", lambda path: hashed.append(Path(path).name) or real(path))
+    open_index(world["index"])
+    weights = Path(json.loads((world["index"] / "index.json").read_text())["backbone"]["pretrained"]).name
+    assert weights not in hashed and hashed  # phi, small, is still hashed
 
 
 def test_a_relative_weights_path_is_recorded_absolute(world, tmp_path, monkeypatch):

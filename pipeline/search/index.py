@@ -89,6 +89,7 @@ def update(folder: Path, out: Path, *, backbone_file: Path, phi: Path, kind: str
         raise PipelineError(f"{out} was built with backbone {previous.record['backbone']}, not {identity} "
                             f"({backbone_file}): its latents cannot be mixed; index into a new --out")
     B.check_weights(identity, f"{backbone_file}: re-run the backbone stage")
+    identity["stat"] = B.file_stat(identity["pretrained"])  # searches skip re-hashing an unchanged file
     backbone = B.from_identity(identity, device)
     record = {"root": str(folder), "backbone": identity, "phi": phi_record(phi, backbone), "index": kind}
 
