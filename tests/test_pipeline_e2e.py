@@ -135,6 +135,8 @@ def test_a_method_reruns_only_training_and_scoring(project):
     assert ran(out) == {"params", "train", "evaluate@world_circo", "evaluate@world_cirr", "evaluate@world_dev"}
     assert "masked_inversion: images=" in out and "iou_with_true_masks=1.000" in out
     assert (root / "data/train/masked_pairs.parquet").is_file()
+    circo = yaml.safe_load((root / "metrics/evaluate/world_circo.all.json").read_text())
+    assert "masked_inversion" in circo and "lincir" not in circo  # the trained phi's row says which method
 
 
 def test_a_knob_of_a_method_not_selected_retrains_nothing(project):
