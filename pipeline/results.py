@@ -110,7 +110,8 @@ def draw_summary(summary: dict, png: Path, width: int = 900) -> None:
             mean, std, n = values[value]
             draw.text((pad, y + 3), value, fill="black", font=font)
             draw.rectangle([left, y + 2, left + (right - left) * mean / top, y + bar_h - 4], fill=(70, 110, 180))
-            lo, hi = (left + (right - left) * (mean + d * std) / top for d in (-1, 1))
+            # the whisker stays inside the panel: mean - std can be below 0 where a metric is near 0
+            lo, hi = (min(right, max(left, left + (right - left) * (mean + d * std) / top)) for d in (-1, 1))
             draw.line([lo, y + bar_h // 2 - 1, hi, y + bar_h // 2 - 1], fill="black", width=1)
             draw.text((right + 6, y + 3), f"{mean:.2f}±{std:.2f}", fill="black", font=font)
             y += bar_h
