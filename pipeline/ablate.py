@@ -3,6 +3,7 @@
     lincir ablate run --seeds 3          one `dvc exp run` per cell, skipping finished ones
     lincir ablate run --groups method    the zero-shot CIR methods side by side (pipeline/methods/)
     lincir ablate report                 RESULTS.md + docs/results.png from `dvc exp show --json`
+    lincir ablate report --all-commits   also the experiments of earlier commits (a grid run in parts)
 
 Each cell is an experiment named `<group>-<value>-s<seed>` (`noise-gaussian-s1`): a run that
 is interrupted keeps the experiments it finished, and the next `run` skips them by name
@@ -117,10 +118,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def rows(show: list) -> list[dict]:
-    """Every experiment of `dvc exp show --json` as {name, metrics: {(bench, metric): value}}."""
+    """Every experiment of `dvc exp show --json` as {name, commit, metrics: {(bench, metric): value}};
+    commit is the short hash of the commit the experiment derives from."""
     out = []
 
-    def visit(node: dict) -> None:
+    def visit(node: dict, commit: str | None) -> None:
         data = node.get("data") or {}
         metrics = {}
         for path, bench, metric in METRICS:
@@ -128,23 +130,37 @@ def rows(show: list) -> list[dict]:
             if metric in values.get(bench, {}):
                 metrics[(bench, metric)] = values[bench][metric]
         if node.get("name") and metrics:
-            out.append({"name": node["name"], "metrics": metrics})
+            out.append({"name": node["name"], "commit": commit, "metrics": metrics})
         for exp in node.get("experiments") or []:
             for rev in exp.get("revs") or []:
-                visit(rev)
+                visit(rev, commit)
 
     for baseline in show:
-        visit(baseline)
+        rev = baseline.get("rev")
+        visit(baseline, None if rev in (None, "workspace") else rev[:7])
     return out
+
+
+def grid_experiments(experiments: list[dict]) -> list[tuple[re.Match, dict]]:
+    """The experiments named like a grid cell; the same cell at two commits is an error, not a
+    silent pick (a grid re-run after a code change, reported with --all-commits)."""
+    seen: dict[str, dict] = {}
+    for e in experiments:
+        m = NAME.fullmatch(e["name"])
+        if not m or m["group"] not in GROUPS:
+            continue
+        if e["name"] in seen and seen[e["name"]].get("commit") != e.get("commit"):
+            raise PipelineError(f"experiment {e['name']} exists at commits {seen[e['name']].get('commit')} and "
+                                f"{e.get('commit')}: remove one (`dvc exp remove <name> --rev <commit>`) or "
+                                "report without --all-commits")
+        seen[e["name"]] = e
+    return [(NAME.fullmatch(name), e) for name, e in seen.items()]
 
 
 def summarise(experiments: list[dict]) -> dict:
     """{group: {value: {(bench, metric): (mean, std, n)}}} over the seeds of each cell."""
     seen: dict = {}
-    for e in experiments:
-        m = NAME.fullmatch(e["name"])
-        if not m or m["group"] not in GROUPS:
-            continue
+    for m, e in grid_experiments(experiments):
         cell = seen.setdefault(m["group"], {}).setdefault(m["value"], {})
         for key, value in e["metrics"].items():
             cell.setdefault(key, {})[int(m["seed"])] = value
@@ -152,14 +168,26 @@ def summarise(experiments: list[dict]) -> dict:
                     for k, s in cells_.items()} for v, cells_ in values.items()} for g, values in seen.items()}
 
 
+def commits(experiments: list[dict]) -> dict[str, list[str]]:
+    """{group: the commits its experiments derive from}, for RESULTS.md to name."""
+    out: dict[str, set] = {}
+    for m, e in grid_experiments(experiments):
+        out.setdefault(m["group"], set()).add(e.get("commit") or "workspace")
+    return {g: sorted(c) for g, c in out.items()}
+
+
 def report(args: argparse.Namespace) -> int:
     from pipeline.results import write_results
 
-    show = json.loads(dvc("exp", "show", "--json")) if args.show is None else json.loads(Path(args.show).read_text())
-    summary = summarise(rows(show))
+    if args.show is None:
+        show = json.loads(dvc("exp", "show", "--json", *(["--all-commits"] if args.all_commits else [])))
+    else:
+        show = json.loads(Path(args.show).read_text())
+    experiments = rows(show)
+    summary = summarise(experiments)
     if not summary:
         raise PipelineError("no finished ablation experiments found: run `lincir ablate run` first")
-    write_results(summary, Path(args.out), Path(args.png))
+    write_results(summary, Path(args.out), Path(args.png), commits(experiments))
     print(f"wrote {args.out} and {args.png}")
     return 0
 
@@ -180,5 +208,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default="RESULTS.md")
     p.add_argument("--png", default="docs/results.png")
     p.add_argument("--show", help="read this saved `dvc exp show --json` instead of asking dvc")
+    p.add_argument("--all-commits", action="store_true",
+                   help="also experiments derived from earlier commits (RESULTS.md names each group's commits)")
     p.set_defaults(func=report)
     return parser

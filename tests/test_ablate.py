@@ -101,3 +101,19 @@ def test_the_methods_table_has_the_training_free_baselines_and_each_papers_numbe
     assert "| value | world_cirr R@1 | world_cirr R@50 | world_circo mAP@5 | paper CIRR test R@1, ViT-L/14 |" in text
     assert "| `pic2word` | 1.00 ± 0.00 (n=1) | 51.00 ± 0.00 (n=1) | 2.00 ± 0.00 (n=1) | 23.9 |" in text
     assert "| `image_only` | — | — | 1.25 (training-free) | — |" in text
+
+
+def test_report_names_each_groups_commits_and_refuses_a_cell_run_at_two(tmp_path, monkeypatch):
+    old = {"rev": "743586f" + "0" * 33, "name": "main", "data": {}, "experiments": [
+        {"revs": [_exp("noise-none-s0", 10.0, 1.0)]}, {"revs": [_exp("noise-none-s1", 12.0, 3.0)]}]}
+    new = {"rev": "ab55ba8" + "0" * 33, "name": "main", "data": {}, "experiments": [
+        {"revs": [_exp("method-lincir-s0", 1.0, 3.0)]}]}
+    experiments = ablate.rows([{"rev": "workspace", "name": None, "data": {}}, new, old])
+    assert ablate.commits(experiments) == {"method": ["ab55ba8"], "noise": ["743586f"]}
+    monkeypatch.setattr(results, "DISCUSSION", tmp_path / "none.md")
+    results.write_results(ablate.summarise(experiments), tmp_path / "RESULTS.md", tmp_path / "r.png",
+                          ablate.commits(experiments))
+    assert "Experiments derived from commit 743586f." in (tmp_path / "RESULTS.md").read_text()
+    new["experiments"].append({"revs": [_exp("noise-none-s1", 99.0, 9.0)]})
+    with pytest.raises(PipelineError, match="noise-none-s1 exists at commits"):
+        ablate.summarise(ablate.rows([new, old]))
