@@ -10,7 +10,8 @@ is interrupted keeps the experiments it finished, and the next `run` skips them 
 (DVC's run cache also restores stages that had finished inside the interrupted one).
 Commit your changes first: experiments are derived from the last commit. Every cell sets every
 grid param (the others to their committed value), because `dvc exp run` leaves the previous
-experiment's params in the workspace.
+experiment's params in the workspace. The train stage's wall time of each experiment goes to
+logs/ablate_times.json (a wall time is no result for DVC to cache), and `report` adds it.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +54,8 @@ GROUPS = {
 METRICS = [("metrics/evaluate/world_cirr.json", "world_cirr", "R@1"),
            ("metrics/evaluate/world_cirr.json", "world_cirr", "R@50"),
            ("metrics/evaluate/world_circo.json", "world_circo", "mAP@5")]
+TRAIN_TIME = Path("logs/train.json")  # written by stages/train.py
+TIMES = Path("logs/ablate_times.json")
 NAME = re.compile(r"(?P<group>[a-z]+)-(?P<value>[a-z0-9_]+)-s(?P<seed>\d+)")
 
 
@@ -113,8 +117,37 @@ def run(args: argparse.Namespace) -> int:
     for i, (name, overrides) in enumerate(left, 1):
         print(f"[{i}/{len(left)}] dvc exp run -n {name} " + " ".join(f"-S {o}" for o in overrides), flush=True)
         if not args.dry_run:
+            start = time.time()
             dvc("exp", "run", "-n", name, *(a for o in overrides for a in ("-S", o)))
+            record_train_time(name, start)
     return 0
+
+
+def record_train_time(name: str, start: float) -> None:
+    """The train stage's wall time of experiment `name` into TIMES; none when the stage was
+    restored from DVC's cache (its log is older than the experiment) or resumed a checkpoint."""
+    if not TRAIN_TIME.is_file() or TRAIN_TIME.stat().st_mtime < start:
+        return
+    log = json.loads(TRAIN_TIME.read_text())
+    if log.get("resumed"):
+        return
+    times = json.loads(TIMES.read_text()) if TIMES.is_file() else {}
+    times[name] = {"seconds": log["seconds"], "device": log.get("device")}
+    TIMES.parent.mkdir(parents=True, exist_ok=True)
+    TIMES.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
+
+
+def train_times(path: Path) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """{group: {value: (mean, std, n)}} of the recorded train-stage seconds, over seeds."""
+    if not path.is_file():
+        return {}
+    seen: dict = {}
+    for name, t in json.loads(path.read_text()).items():
+        m = NAME.fullmatch(name)
+        if m and m["group"] in GROUPS:
+            seen.setdefault(m["group"], {}).setdefault(m["value"], []).append(t["seconds"])
+    return {g: {v: (statistics.mean(s), statistics.stdev(s) if len(s) > 1 else 0.0, len(s)) for v, s in values.items()}
+            for g, values in seen.items()}
 
 
 def rows(show: list) -> list[dict]:
@@ -187,7 +220,7 @@ def report(args: argparse.Namespace) -> int:
     summary = summarise(experiments)
     if not summary:
         raise PipelineError("no finished ablation experiments found: run `lincir ablate run` first")
-    write_results(summary, Path(args.out), Path(args.png), commits(experiments))
+    write_results(summary, Path(args.out), Path(args.png), commits(experiments), train_times(Path(args.times)))
     print(f"wrote {args.out} and {args.png}")
     return 0
 
@@ -208,6 +241,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default="RESULTS.md")
     p.add_argument("--png", default="docs/results.png")
     p.add_argument("--show", help="read this saved `dvc exp show --json` instead of asking dvc")
+    p.add_argument("--times", default=str(TIMES), help=f"train-stage wall times that `run` recorded (default {TIMES})")
     p.add_argument("--all-commits", action="store_true",
                    help="also experiments derived from earlier commits (RESULTS.md names each group's commits)")
     p.set_defaults(func=report)

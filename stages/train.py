@@ -3,6 +3,7 @@ params: method and its section, noise, train). LinCIR, the default, trains on th
 
 Writes data/train/phi.pt (trained) and data/train/phi_init.pt (the same phi at random
 initialisation, scored as a baseline) and the loss curve with DVCLive (dvclive/train).
+logs/train.json says how long training took (not an output: a wall time is no result to cache).
 A killed run resumes from data/checkpoints/train.pt when config, inputs and code are the
 same (the fingerprint); a finished run deletes it, so `dvc repro --force` trains anew.
 """
@@ -12,6 +13,7 @@ import os
 from dataclasses import asdict
 import shutil
 import sys
+import time
 from contextlib import nullcontext
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,6 +37,7 @@ PAIRS = Path("data/pairs")
 OUT = Path("data/train")
 CHECKPOINT = Path("data/checkpoints/train.pt")
 LIVE = Path("dvclive/train")
+TIMING = Path("logs/train.json")
 
 
 def dev_validation(params: dict, cfg: TrainConfig, backbone, device: str) -> Validation:
@@ -84,15 +87,21 @@ def main(params: dict) -> None:
             live.next_step()
 
         validation = dev_validation(params, cfg, backbone, device) if cfg.validate_every else None
+        # a resumed run's time covers only its own part of the training
+        resumed, start = CHECKPOINT.is_file(), time.perf_counter()
         phi = method.train(Run(backbone, tower, embed_dim, cfg, config, device, CHECKPOINT, fingerprint,
                                TOKENS, PAIRS, OUT, log, validation))
+        seconds = time.perf_counter() - start
         if lead and validation:
             live.summary.update({f"best_val_{cfg.validate_metric}": validation.best_score,
                                  "best_step": validation.best_step})
     if lead:
         save_phi(phi, phi_config, OUT / "phi.pt")
         CHECKPOINT.unlink(missing_ok=True)  # finished: nothing to resume, never a stale state
-        print(f"train: method={name}, {cfg.steps} steps of batch {cfg.batch_size}, noise={cfg.noise}")
+        stage.write_json(TIMING, {"method": name, "seconds": round(seconds, 1), "steps": cfg.steps,
+                                  "batch_size": cfg.batch_size, "device": device, "resumed": resumed})
+        print(f"train: method={name}, {cfg.steps} steps of batch {cfg.batch_size}, noise={cfg.noise}, "
+              f"{seconds:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The ablation grid: its cells, skipping finished experiments after an interruption, and
 RESULTS.md from `dvc exp show --json`."""
 import argparse
+import json
 
 import pytest
 
@@ -117,3 +118,35 @@ def test_report_names_each_groups_commits_and_refuses_a_cell_run_at_two(tmp_path
     new["experiments"].append({"revs": [_exp("noise-none-s1", 99.0, 9.0)]})
     with pytest.raises(PipelineError, match="noise-none-s1 exists at commits"):
         ablate.summarise(ablate.rows([new, old]))
+
+
+def test_run_records_the_train_stages_time_unless_it_was_restored_or_resumed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "logs/train.json"
+
+    def fake_dvc(*args):
+        if args[:2] == ("exp", "list"):
+            return ""
+        name = args[3]
+        if name != "method-searle-s0":  # searle's train stage comes from DVC's cache: no new log
+            log.parent.mkdir(exist_ok=True)
+            log.write_text('{"seconds": %s, "device": "cpu", "resumed": %s}'
+                           % (len(name), "true" if name == "method-pic2word-s0" else "false"))
+        return ""
+
+    monkeypatch.setattr(ablate, "dvc", fake_dvc)
+    monkeypatch.setattr(ablate, "committed_params", lambda: BASE)
+    ablate.run(argparse.Namespace(groups=["method"], seeds=1, dry_run=False))
+    times = json.loads((tmp_path / "logs/ablate_times.json").read_text())
+    assert times == {"method-lincir-s0": {"seconds": 16, "device": "cpu"},
+                     "method-masked_inversion-s0": {"seconds": 26, "device": "cpu"}}
+    assert ablate.train_times(tmp_path / "logs/ablate_times.json") == {
+        "method": {"lincir": (16, 0.0, 1), "masked_inversion": (26, 0.0, 1)}}
+    show = [{"rev": "workspace", "name": None, "data": {}, "experiments": [
+        {"revs": [_exp("method-lincir-s0", 1.0, 3.0)]}, {"revs": [_exp("method-searle-s0", 1.0, 2.0)]}]}]
+    monkeypatch.setattr(results, "DISCUSSION", tmp_path / "none.md")
+    results.write_results(ablate.summarise(ablate.rows(show)), tmp_path / "RESULTS.md", tmp_path / "r.png",
+                          times=ablate.train_times(tmp_path / "logs/ablate_times.json"))
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| `lincir` | 1.00 ± 0.00 (n=1) | 51.00 ± 0.00 (n=1) | 3.00 ± 0.00 (n=1) | 25.04 | 16.00 ± 0.00 (n=1) |" in text
+    assert "| `searle` | 1.00 ± 0.00 (n=1) | 51.00 ± 0.00 (n=1) | 2.00 ± 0.00 (n=1) | 24.22 | — |" in text
