@@ -1,10 +1,11 @@
-"""DVC stage `pairs`: image–caption pairs prepared once (params: pairs, keywords, masking).
+"""DVC stage `pairs`: image–caption pairs prepared once (params: pairs, keywords).
 
 Writes data/pairs/: captions.parquet and keywords.parquet (the keywords stage's code),
-tokens/ (the tokens stage's code: ids, masked, lengths, meta.json), image_of.npy (the image
-row of each caption row), latents.npy (the images' latents, unnormalised, as phi reads
-them) and images.parquet (each image's path, and where its true object mask would be).
-Methods that learn from images (pipeline/methods/, train.supervision: image_latent) read them.
+image_of.npy (the image row of each caption row), latents.npy (the images' latents,
+unnormalised, as phi reads them) and images.parquet (each image's path, and where its true
+object mask would be). The `pair_tokens` stage tokenizes the captions (stages/tokens.py), so
+a masking experiment re-runs neither spaCy nor the image encoder here. Methods that learn
+from images (pipeline/methods/, train.supervision: image_latent) read them.
 """
 from pathlib import Path
 import shutil
@@ -20,9 +21,7 @@ from pipeline.core import stage
 from pipeline.core.params import section, typed
 from pipeline.gallery import EmbedConfig, embed_images
 from pipeline.keywords import KeywordsConfig, tag_captions
-from pipeline.masking import check_params
 from pipeline.pairs import PairsConfig, read_pairs, write_captions, write_images
-from pipeline.tokens import tokenize_captions
 
 OUT = Path("data/pairs")
 
@@ -30,7 +29,6 @@ OUT = Path("data/pairs")
 def main(params: dict) -> None:
     cfg = typed(PairsConfig, section(params, "pairs"), "pairs")
     kw = typed(KeywordsConfig, section(params, "keywords"), "keywords")
-    check_params(section(params, "masking"))
     embed = typed(EmbedConfig, section(params, "embed"), "embed")
     device = stage.device()
     images, captions = read_pairs(cfg)
@@ -41,12 +39,10 @@ def main(params: dict) -> None:
     write_images(images, cfg, OUT / "images.parquet")
     tag_captions(OUT / "captions.parquet", OUT / "keywords.parquet", kw.model, kw.pos, kw.batch_size, kw.n_process)
     backbone = B.load(Path("data/backbone/backbone.json"), device)
-    meta = tokenize_captions(OUT / "captions.parquet", OUT / "keywords.parquet", OUT / "tokens", backbone.tokenizer,
-                             section(params, "masking"), params["backbone"]["model"])
     latents = embed_images(backbone.model, backbone.preprocess, [ImageSource(p) for p in images],
                            batch_size=embed.batch_size, num_workers=embed.num_workers, device=device)
     np.save(OUT / "latents.npy", latents)
-    print(f"pairs: {len(images)} images, {meta['rows']} captions, fallbacks={meta['fallbacks']}")
+    print(f"pairs: {len(images)} images, {len(image_of)} captions")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from pipeline.train import TrainConfig, Validation, new_phi, train_config
 
 TOKENS = Path("data/tokens")
 PAIRS = Path("data/pairs")
+PAIR_TOKENS = Path("data/pair_tokens")
 OUT = Path("data/train")
 CHECKPOINT = Path("data/checkpoints/train.pt")
 LIVE = Path("dvclive/train")
@@ -67,8 +68,8 @@ def main(params: dict) -> None:
     tower = text_tower(backbone.model, backbone.tokenizer)
     embed_dim = B.embed_dim(backbone)
     # a checkpoint is resumed only by a run of the same method and config on the same inputs with the same code
-    inputs = [TOKENS / "ids.npy", TOKENS / "masked.npy", PAIRS / "latents.npy", PAIRS / "tokens" / "ids.npy",
-              PAIRS / "tokens" / "masked.npy", PAIRS / "keywords.parquet"]
+    inputs = [TOKENS / "ids.npy", TOKENS / "masked.npy", PAIRS / "latents.npy", PAIR_TOKENS / "ids.npy",
+              PAIR_TOKENS / "masked.npy", PAIRS / "keywords.parquet"]
     fingerprint = "-".join([json.loads(Path("data/backbone/backbone.json").read_text())["sha256"],
                             *(B.file_sha256(f) for f in inputs), name, json.dumps(asdict(config), sort_keys=True),
                             stage.code_fingerprint()])
@@ -90,7 +91,7 @@ def main(params: dict) -> None:
         # a resumed run's time covers only its own part of the training
         resumed, start = CHECKPOINT.is_file(), time.perf_counter()
         phi = method.train(Run(backbone, tower, embed_dim, cfg, config, device, CHECKPOINT, fingerprint,
-                               TOKENS, PAIRS, OUT, log, validation))
+                               TOKENS, PAIRS, PAIR_TOKENS, OUT, log, validation))
         seconds = time.perf_counter() - start
         if lead and validation:
             live.summary.update({f"best_val_{cfg.validate_metric}": validation.best_score,

@@ -28,11 +28,11 @@ TINY_WORLD = {"train_images": 40, "heldout_images": 8, "gallery_images": 60, "co
               "circo_queries": 2, "cirr_queries": 2, "dev_queries": 2}
 
 
-def _stage(script: str, cwd: Path) -> None:
+def _stage(script: str, cwd: Path, *args: str) -> None:
     path = REPO / "stages" / script
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(cwd)
-        patch.setattr(sys, "argv", [str(path)])
+        patch.setattr(sys, "argv", [str(path), *args])
         patch.setattr(sys, "path", list(sys.path))
         runpy.run_path(str(path), run_name="__main__")
 
@@ -44,7 +44,7 @@ def in_project(project, monkeypatch):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A tiny world, a random frozen backbone, and the pairs stage's output (data/pairs)."""
+    """A tiny world, a random frozen backbone, and the pairs and pair_tokens stages' outputs."""
     root = tmp_path_factory.mktemp("methods")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["world"].update(TINY_WORLD)
@@ -57,6 +57,8 @@ def project(tmp_path_factory):
     (root / "data/backbone/backbone.json").write_text(json.dumps(
         {"model": params["backbone"]["model"], "pretrained": str(weights), "sha256": B.file_sha256(weights)}))
     _stage("pairs.py", root)
+    _stage("tokens.py", root, "--captions", "data/pairs/captions.parquet", "--keywords", "data/pairs/keywords.parquet",
+           "--out", "data/pair_tokens")
     return root, params
 
 
@@ -68,8 +70,8 @@ def _run(project, name: str, tmp_path: Path, steps: int = 24, **config) -> tuple
     cfg = TrainConfig(steps=steps, batch_size=16, lr=1e-3, dropout=0.0, log_every=1, checkpoint_every=1000)
     losses = []
     run = Run(backbone, text_tower(backbone.model, backbone.tokenizer), B.embed_dim(backbone), cfg,
-              replace(method_cfg, **config), "cpu", tmp_path / "ckpt.pt", tokens=root / "data/pairs/tokens",
-              pairs=root / "data/pairs", out=tmp_path, log=lambda step, values: losses.append(values["loss"]))
+              replace(method_cfg, **config), "cpu", tmp_path / "ckpt.pt", tokens=root / "data/pair_tokens",
+              pairs=root / "data/pairs", pair_tokens=root / "data/pair_tokens", out=tmp_path, log=lambda step, values: losses.append(values["loss"]))
     return run, losses
 
 

@@ -64,7 +64,8 @@ def project(tmp_path_factory):
 
 def test_repro_runs_every_stage_and_writes_metrics(project):
     root, _, first = project
-    assert ran(first) == {"params", "world", "backbone", "geometry", "pairs", "ingest", "keywords", "tokens", "train",
+    assert ran(first) == {"params", "world", "backbone", "geometry", "pairs", "pair_tokens", "ingest", "keywords",
+                          "tokens", "train",
                           "embed@world_circo",
                           "embed@world_cirr", "embed@world_dev", "evaluate@world_circo", "evaluate@world_cirr",
                           "evaluate@world_dev"}
@@ -114,10 +115,10 @@ def test_noise_experiment_reruns_only_train_and_evaluate(project):
     assert "noise" in changed and len(changed) < 40
 
 
-def test_masking_experiment_does_not_rerun_spacy_on_the_corpus_or_the_gallery(project):
+def test_masking_experiment_reruns_neither_spacy_nor_an_image_encoder(project):
     root, dvc, _ = project
     out = sh(root, dvc, "exp", "run", "-S", "masking.strategy=nouns")
-    assert ran(out) == {"params", "tokens", "pairs", "train", "evaluate@world_circo", "evaluate@world_cirr",
+    assert ran(out) == {"params", "tokens", "pair_tokens", "train", "evaluate@world_circo", "evaluate@world_cirr",
                         "evaluate@world_dev"}
 
 

@@ -39,7 +39,8 @@ class Run:
     checkpoint: Path
     fingerprint: str = ""
     tokens: Path = Path("data/tokens")  # the corpus's token arrays (tokens stage)
-    pairs: Path = Path("data/pairs")  # image-caption pairs, their tokens and image latents (pairs stage)
+    pairs: Path = Path("data/pairs")  # image-caption pairs, their keywords and image latents (pairs stage)
+    pair_tokens: Path = Path("data/pair_tokens")  # the pairs' captions as token arrays (pair_tokens stage)
     out: Path = Path("data/train")  # where phi goes; a method may write what it drew there too
     log: Callable[[int, dict], None] = lambda step, values: None
     validation: Validation | None = None

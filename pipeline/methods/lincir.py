@@ -22,7 +22,7 @@ class LincirConfig:
 
 def token_dir(run: Run):
     # image_latent learns from image-caption pairs: their captions' tokens, phi reading the image latents
-    return run.pairs / "tokens" if SUPERVISION.get(run.cfg.supervision).from_images else run.tokens
+    return run.pair_tokens if SUPERVISION.get(run.cfg.supervision).from_images else run.tokens
 
 
 def train(run: Run):

@@ -96,7 +96,8 @@ def timed_method(name: str, backbone, folder: Path, cfg, oti_steps: int | None, 
         marks[step] = time.perf_counter()
 
     run = Run(backbone, text_tower(backbone.model, backbone.tokenizer), B.embed_dim(backbone), cfg, config, device,
-              folder / f"{name}.ckpt", tokens=folder / "tokens", pairs=folder, out=folder / name, log=log)
+              folder / f"{name}.ckpt", tokens=folder / "tokens", pairs=folder,
+              pair_tokens=folder / "tokens", out=folder / name, log=log)
     start = time.perf_counter()
     method.train(run)
     total = time.perf_counter() - start
