@@ -27,7 +27,7 @@ browser:
 	  else echo "note: no chromium/chromium-driver and not root: the browser test will be skipped"; fi; fi
 
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,5 +1,6 @@
 """ordered_map: results in task order, few tasks in flight, worker errors surface."""
 import os
+import time
 
 import pytest
 
@@ -19,9 +20,14 @@ def _work(x):
     return x * x + _OFFSET["value"], os.getpid()
 
 
+def _slow_work(x):
+    time.sleep(0.1)  # longer than a worker takes to start: on a loaded machine, too, both get tasks
+    return _work(x)
+
+
 @pytest.mark.parametrize("n_process", [1, 2])
 def test_results_in_task_order_with_the_initializer(n_process):
-    results = list(ordered_map(_work, range(25), n_process, _set_offset, (1,)))
+    results = list(ordered_map(_slow_work, range(25), n_process, _set_offset, (1,)))
     assert [r for r, _ in results] == [x * x + 1 for x in range(25)]
     assert (len({pid for _, pid in results}) > 1 or n_process == 1) and \
         (os.getpid() in {pid for _, pid in results}) == (n_process == 1)
