@@ -32,7 +32,7 @@ def _cell(stats: dict, key) -> str:
     if key not in stats:
         return "—"
     mean, std, n = stats[key]
-    return f"{mean:.2f} ± {std:.2f} (n={n})"
+    return f"{mean:.2f} (n=1)" if n == 1 else f"{mean:.2f} ± {std:.2f} (n={n})"  # one seed has no spread
 
 
 def ordering(ours: dict[str, float], paper: dict[str, float]) -> str:
