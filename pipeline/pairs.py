@@ -5,7 +5,8 @@ captions as the table the keywords and tokens code reads (one row a caption, in 
 A pairs table is a Parquet or CSV file with an image-path column (relative to the table's
 folder, or absolute) and a caption column holding a caption or a list of captions; the
 world's `data/world/pairs.parquet` is the default. Rows can be restricted to one value of a
-`split` column.
+`split` column. `path` may also be a webdataset shard (`.tar`) or a folder of them
+(pipeline/shards.py): their images are written out once, under the stage's output.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 from pipeline.core.errors import PipelineError, quoted
 from pipeline.core.masks import mask_file
 from pipeline.ingest import SCHEMA, normalise
+from pipeline.shards import read_shards
 
 
 @dataclass
@@ -28,18 +30,26 @@ class PairsConfig:
 
     path: str = "data/world/pairs.parquet"
     image_column: str = "file"
-    caption_column: str = "captions"
+    caption_column: str = "captions"  # for shards: the field of each sample's .json (when it has no .txt)
     split: str = "train"  # rows whose `split` column is this; "" takes every row
 
 
-def read_pairs(cfg: PairsConfig) -> tuple[list[Path], list[list[str]]]:
-    """(image paths, captions of each image), in the table's order."""
+def read_pairs(cfg: PairsConfig, into: Path | None = None) -> tuple[list[Path], list[list[str]], int]:
+    """(image paths, captions of each image, samples skipped), in the table's or the shards'
+    order. Shards' images are written under `into`; a table's rows are never skipped."""
     path = Path(cfg.path)
     readers = {".parquet": lambda p: pq.read_table(p), ".csv": lambda p: pacsv.read_csv(p)}
-    if path.suffix not in readers:
-        raise PipelineError(f"pairs.path {path}: a .parquet or .csv table of image paths and captions")
-    if not path.is_file():
+    if not path.exists():
         raise PipelineError(f"pairs.path {path} not found (for the world, run the world stage)")
+    if path.is_dir() or path.suffix == ".tar":
+        if cfg.split:
+            raise PipelineError(f"pairs.path {path}: webdataset shards have no `split` column: set pairs.split to \"\"")
+        if into is None:
+            raise PipelineError("webdataset shards need a folder to write their images to")
+        return read_shards(path, cfg.caption_column, into)
+    if path.suffix not in readers:
+        raise PipelineError(f"pairs.path {path}: a .parquet or .csv table of image paths and captions, "
+                            "or webdataset shards (a .tar, or a folder of them)")
     try:
         table = readers[path.suffix](path)
     except (pa.ArrowInvalid, OSError) as e:
@@ -62,7 +72,7 @@ def read_pairs(cfg: PairsConfig) -> tuple[list[Path], list[list[str]]]:
                                 f"got {quoted(image)} and {quoted(caption)}")
         images.append(Path(image) if Path(image).is_absolute() else path.parent / image)
         captions.append(texts)
-    return images, captions
+    return images, captions, 0
 
 
 def write_captions(captions: list[list[str]], out: Path) -> np.ndarray:

@@ -3,7 +3,8 @@
 Writes data/pairs/: captions.parquet and keywords.parquet (the keywords stage's code),
 image_of.npy (the image row of each caption row), latents.npy (the images' latents,
 unnormalised, as phi reads them) and images.parquet (each image's path, and where its true
-object mask would be). The `pair_tokens` stage tokenizes the captions (stages/tokens.py), so
+object mask would be); from webdataset shards, also shard_images/ (their images, written
+once). The `pair_tokens` stage tokenizes the captions (stages/tokens.py), so
 a masking experiment re-runs neither spaCy nor the image encoder here. Methods that learn
 from images (pipeline/methods/, train.supervision: image_latent) read them.
 """
@@ -31,9 +32,9 @@ def main(params: dict) -> None:
     kw = typed(KeywordsConfig, section(params, "keywords"), "keywords")
     embed = typed(EmbedConfig, section(params, "embed"), "embed")
     device = stage.device()
-    images, captions = read_pairs(cfg)
-    check_paths(images, f"pairs {cfg.path}")  # every image decodes, before any model work
     shutil.rmtree(OUT, ignore_errors=True)
+    images, captions, skipped = read_pairs(cfg, OUT / "shard_images")
+    check_paths(images, f"pairs {cfg.path}")  # every image decodes, before any model work
     image_of = write_captions(captions, OUT / "captions.parquet")
     np.save(OUT / "image_of.npy", image_of)
     write_images(images, cfg, OUT / "images.parquet")
@@ -42,7 +43,8 @@ def main(params: dict) -> None:
     latents = embed_images(backbone.model, backbone.preprocess, [ImageSource(p) for p in images],
                            batch_size=embed.batch_size, num_workers=embed.num_workers, device=device)
     np.save(OUT / "latents.npy", latents)
-    print(f"pairs: {len(images)} images, {len(image_of)} captions")
+    print(f"pairs: {len(images)} images, {len(image_of)} captions"
+          + (f", {skipped} shard samples without an image or a caption skipped" if skipped else ""))
 
 
 if __name__ == "__main__":

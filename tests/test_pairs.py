@@ -1,8 +1,13 @@
-"""Image–caption pairs: the table read in order, captions aligned with their images."""
+"""Image–caption pairs: the table or the webdataset shards read in order, captions aligned
+with their images."""
+import io
+import tarfile
 from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from pipeline.core.errors import PipelineError
 from pipeline.pairs import PairsConfig, read_pairs, write_captions
@@ -11,9 +16,9 @@ from pipeline.pairs import PairsConfig, read_pairs, write_captions
 def test_pairs_are_read_in_order_and_captions_map_to_their_image(tmp_path):
     pq.write_table(pa.table({"file": ["a.png", "/abs/b.png", "c.png"], "split": ["train", "train", "heldout"],
                              "captions": [["a red  cat", "a $ cat"], ["a dog"], ["x"]]}), tmp_path / "p.parquet")
-    images, captions = read_pairs(PairsConfig(path=str(tmp_path / "p.parquet")))
+    images, captions, skipped = read_pairs(PairsConfig(path=str(tmp_path / "p.parquet")))
     assert images == [tmp_path / "a.png", Path("/abs/b.png")]
-    assert captions == [["a red  cat", "a $ cat"], ["a dog"]]
+    assert captions == [["a red  cat", "a $ cat"], ["a dog"]] and skipped == 0
     image_of = write_captions(captions, tmp_path / "out/captions.parquet")
     assert image_of.tolist() == [0, 0, 1]
     rows = pq.read_table(tmp_path / "out/captions.parquet").to_pylist()
@@ -22,8 +27,8 @@ def test_pairs_are_read_in_order_and_captions_map_to_their_image(tmp_path):
 
 def test_a_csv_with_one_caption_a_row_and_every_split(tmp_path):
     (tmp_path / "p.csv").write_text("image,caption\nx.jpg,a cat\ny.jpg,a dog\n")
-    images, captions = read_pairs(PairsConfig(path=str(tmp_path / "p.csv"), image_column="image",
-                                              caption_column="caption", split=""))
+    images, captions, _ = read_pairs(PairsConfig(path=str(tmp_path / "p.csv"), image_column="image",
+                                                 caption_column="caption", split=""))
     assert [p.name for p in images] == ["x.jpg", "y.jpg"] and captions == [["a cat"], ["a dog"]]
 
 
@@ -37,3 +42,53 @@ def test_bad_pairs_tables_are_named(tmp_path, table, message):
     pq.write_table(pa.table(table), tmp_path / "p.parquet")
     with pytest.raises(PipelineError, match=message):
         read_pairs(PairsConfig(path=str(tmp_path / "p.parquet")))
+
+
+def _shard(path: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _png(colour) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), colour).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_webdataset_shards_give_pairs_in_order_and_skip_incomplete_samples(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    _shard(shards / "000.tar", {"a/0001.png": _png("red"), "a/0001.txt": b"a red square\n",
+                                "a/0002.jpg.json": b"{}",  # no image: only a json named like one
+                                "a/0003.png": _png("blue"), "a/0003.json": b'{"captions": ["a blue one", "blue"]}',
+                                "a/0004.txt": b"a caption without its image"})
+    _shard(shards / "001.tar", {"../../escape.png": _png("green"), "../../escape.txt": b"green"})
+    images, captions, skipped = read_pairs(PairsConfig(path=str(shards), split=""), tmp_path / "out")
+    assert captions == [["a red square"], ["a blue one", "blue"], ["green"]] and skipped == 2
+    assert [p.relative_to(tmp_path / "out").as_posix() for p in images] == \
+        ["000/00000000.png", "000/00000001.png", "001/00000002.png"]  # named by position: nothing escapes
+    assert Image.open(images[1]).getpixel((0, 0)) == (0, 0, 255)
+    assert not (tmp_path / "escape.png").exists()
+    one, _, _ = read_pairs(PairsConfig(path=str(shards / "001.tar"), split=""), tmp_path / "one")
+    assert len(one) == 1
+
+
+@pytest.mark.parametrize("members,split,message", [
+    ({"0.png": b"x", "0.txt": b"x"}, "train", "shards have no `split` column"),
+    ({"0.png": b"x", "0.json": b"[1]"}, "", "is not a JSON object"),
+    ({"0.png": b"x", "0.json": b'{"captions": 3}'}, "", "must be a caption or a list of captions"),
+    ({"0.txt": b"x"}, "", "no sample has both an image"),
+])
+def test_bad_shards_are_named(tmp_path, members, split, message):
+    _shard(tmp_path / "s.tar", members)
+    with pytest.raises(PipelineError, match=message):
+        read_pairs(PairsConfig(path=str(tmp_path / "s.tar"), split=split), tmp_path / "out")
+
+
+def test_a_file_that_is_not_a_tar_is_named(tmp_path):
+    (tmp_path / "s.tar").write_text("not a tar")
+    with pytest.raises(PipelineError, match="s.tar is not a readable tar shard"):
+        read_pairs(PairsConfig(path=str(tmp_path / "s.tar"), split=""), tmp_path / "out")
