@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
             start = time.time()
             dvc("exp", "run", "-n", name, *(a for o in overrides for a in ("-S", o)))
             record_train_time(name, start)
+            print(f"      {name} finished in {(time.time() - start) / 60:.1f} min", flush=True)
     return 0
 
 
