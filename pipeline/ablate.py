@@ -3,7 +3,7 @@
     lincir ablate run --seeds 3          one `dvc exp run` per cell, skipping finished ones
     lincir ablate run --groups method    the zero-shot CIR methods side by side (pipeline/methods/)
     lincir ablate report                 RESULTS.md + docs/results.png from `dvc exp show --json`
-    lincir ablate report --all-commits   also the experiments of earlier commits (a grid run in parts)
+    lincir ablate report --rev A --rev B the experiments derived from these commits (a grid run in parts)
 
 Each cell is an experiment named `<group>-<value>-s<seed>` (`noise-gaussian-s1`): a run that
 is interrupted keeps the experiments it finished, and the next `run` skips them by name
@@ -177,7 +177,7 @@ def rows(show: list) -> list[dict]:
 
 def grid_experiments(experiments: list[dict]) -> list[tuple[re.Match, dict]]:
     """The experiments named like a grid cell; the same cell at two commits is an error, not a
-    silent pick (a grid re-run after a code change, reported with --all-commits)."""
+    silent pick (a grid re-run after a code change, reported with --all-commits or two --rev)."""
     seen: dict[str, dict] = {}
     for e in experiments:
         m = NAME.fullmatch(e["name"])
@@ -185,8 +185,8 @@ def grid_experiments(experiments: list[dict]) -> list[tuple[re.Match, dict]]:
             continue
         if e["name"] in seen and seen[e["name"]].get("commit") != e.get("commit"):
             raise PipelineError(f"experiment {e['name']} exists at commits {seen[e['name']].get('commit')} and "
-                                f"{e.get('commit')}: remove one (`dvc exp remove <name> --rev <commit>`) or "
-                                "report without --all-commits")
+                                f"{e.get('commit')}: pick the commits with --rev, or remove one "
+                                "(`dvc exp remove <name> --rev <commit>`)")
         seen[e["name"]] = e
     return [(NAME.fullmatch(name), e) for name, e in seen.items()]
 
@@ -214,7 +214,8 @@ def report(args: argparse.Namespace) -> int:
     from pipeline.results import write_results
 
     if args.show is None:
-        show = json.loads(dvc("exp", "show", "--json", *(["--all-commits"] if args.all_commits else [])))
+        which = ["--all-commits"] if args.all_commits else [a for rev in args.rev or [] for a in ("--rev", rev)]
+        show = json.loads(dvc("exp", "show", "--json", *which))
     else:
         show = json.loads(Path(args.show).read_text())
     experiments = rows(show)
@@ -243,7 +244,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--png", default="docs/results.png")
     p.add_argument("--show", help="read this saved `dvc exp show --json` instead of asking dvc")
     p.add_argument("--times", default=str(TIMES), help=f"train-stage wall times that `run` recorded (default {TIMES})")
+    p.add_argument("--rev", action="append", metavar="COMMIT",
+                   help="experiments derived from this commit (repeat for several; default: the last commit's)")
     p.add_argument("--all-commits", action="store_true",
-                   help="also experiments derived from earlier commits (RESULTS.md names each group's commits)")
+                   help="experiments derived from every commit (RESULTS.md names each group's commits)")
     p.set_defaults(func=report)
     return parser

@@ -116,7 +116,7 @@ def test_report_names_each_groups_commits_and_refuses_a_cell_run_at_two(tmp_path
                           ablate.commits(experiments))
     assert "Experiments derived from commit 743586f." in (tmp_path / "RESULTS.md").read_text()
     new["experiments"].append({"revs": [_exp("noise-none-s1", 99.0, 9.0)]})
-    with pytest.raises(PipelineError, match="noise-none-s1 exists at commits"):
+    with pytest.raises(PipelineError, match="noise-none-s1 exists at commits .* pick the commits with --rev"):
         ablate.summarise(ablate.rows([new, old]))
 
 
@@ -150,3 +150,22 @@ def test_run_records_the_train_stages_time_unless_it_was_restored_or_resumed(tmp
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| `lincir` | 1.00 (n=1) | 51.00 (n=1) | 3.00 (n=1) | 25.04 | 16.00 (n=1) |" in text
     assert "| `searle` | 1.00 (n=1) | 51.00 (n=1) | 2.00 (n=1) | 24.22 | — |" in text
+
+
+def test_report_asks_dvc_for_the_commits_named(tmp_path, monkeypatch):
+    asked = []
+    show = [{"rev": "743586f" + "0" * 33, "name": "main", "data": {}, "experiments": [
+        {"revs": [_exp("noise-none-s0", 10.0, 1.0)]}]}]
+
+    def fake_dvc(*args):
+        asked.append(args)
+        return json.dumps(show)
+
+    monkeypatch.setattr(ablate, "dvc", fake_dvc)
+    monkeypatch.setattr(results, "DISCUSSION", tmp_path / "none.md")
+    args = argparse.Namespace(show=None, rev=["743586f", "HEAD"], all_commits=False, times=str(tmp_path / "t.json"),
+                              out=str(tmp_path / "RESULTS.md"), png=str(tmp_path / "r.png"))
+    ablate.report(args)
+    assert asked == [("exp", "show", "--json", "--rev", "743586f", "--rev", "HEAD")]
+    ablate.report(argparse.Namespace(**{**vars(args), "rev": None, "all_commits": True}))
+    assert asked[-1] == ("exp", "show", "--json", "--all-commits")
