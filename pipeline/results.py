@@ -73,7 +73,7 @@ def write_results(summary: dict, out: Path, png: Path, commits: dict[str, list[s
     for group, values in summary.items():
         g = GROUPS[group]
         paper = PAPER.get(group, {})
-        lines += [f"## {group} (`{g.param}`, paper {g.paper})", ""]
+        lines += [f"## {group} (`{g.param}`; paper: {g.paper})", ""]
         if commits and group in commits:
             lines += [f"Experiments derived from commit {', '.join(commits[group])}.", ""]
         timed = (times or {}).get(group, {})
@@ -122,7 +122,8 @@ def draw_summary(summary: dict, png: Path, width: int = 900) -> None:
             # the whisker stays inside the panel: mean - std can be below 0 where a metric is near 0
             lo, hi = (min(right, max(left, left + (right - left) * (mean + d * std) / top)) for d in (-1, 1))
             draw.line([lo, y + bar_h // 2 - 1, hi, y + bar_h // 2 - 1], fill="black", width=1)
-            draw.text((right + 6, y + 3), f"{mean:.2f}±{std:.2f}", fill="black", font=font)
+            draw.text((right + 6, y + 3), f"{mean:.2f}±{std:.2f}" if n > 1 else f"{mean:.2f} (n=1)", fill="black",
+                      font=font)
             y += bar_h
         y += 16
     png.parent.mkdir(parents=True, exist_ok=True)
