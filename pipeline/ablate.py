@@ -6,8 +6,9 @@
     lincir ablate report --rev A --rev B the experiments derived from these commits (a grid run in parts)
 
 Each cell is an experiment named `<group>-<value>-s<seed>` (`noise-gaussian-s1`): a run that
-is interrupted keeps the experiments it finished, and the next `run` skips them by name
-(DVC's run cache also restores stages that had finished inside the interrupted one).
+is interrupted keeps the experiments it finished, and the next `run` skips them by name, also
+after a new commit (DVC's run cache also restores stages that had finished inside the
+interrupted one).
 Commit your changes first: experiments are derived from the last commit. Every cell sets every
 grid param (the others to their committed value), because `dvc exp run` leaves the previous
 experiment's params in the workspace. The train stage's wall time of each experiment goes to
@@ -106,7 +107,9 @@ def dvc(*args: str) -> str:
 
 
 def finished() -> set[str]:
-    return {line.strip() for line in dvc("exp", "list", "--name-only").splitlines() if line.strip()}
+    """Experiment names at any commit: a cell runs once (`dvc exp remove` it to run it again),
+    so a grid resumed after a commit adds no second copy of a cell that `report` would refuse."""
+    return {line.strip() for line in dvc("exp", "list", "--all-commits", "--name-only").splitlines() if line.strip()}
 
 
 def run(args: argparse.Namespace) -> int:
