@@ -75,7 +75,7 @@ def write_results(summary: dict, out: Path, png: Path, commits: dict[str, list[s
         paper = PAPER.get(group, {})
         lines += [f"## {group} (`{g.param}`; paper: {g.paper})", ""]
         if commits and group in commits:
-            lines += [f"Experiments derived from commit {', '.join(commits[group])}.", ""]
+            lines += [f"Experiments derived from commit{'s' * (len(commits[group]) > 1)} {', '.join(commits[group])}.", ""]
         timed = (times or {}).get(group, {})
         lines += ["| value | " + " | ".join(f"{b} {m}" for b, m in keys) + f" | paper {g.paper_metric} |"
                   + (" train stage (s) |" if timed else ""),
