@@ -150,8 +150,12 @@ def train_times(path: Path) -> dict[str, dict[str, tuple[float, float, int]]]:
         m = NAME.fullmatch(name)
         if m and m["group"] in GROUPS:
             seen.setdefault(m["group"], {}).setdefault(m["value"], []).append(t["seconds"])
-    return {g: {v: (statistics.mean(s), statistics.stdev(s) if len(s) > 1 else 0.0, len(s)) for v, s in values.items()}
-            for g, values in seen.items()}
+    return {g: {v: spread(s) for v, s in values.items()} for g, values in seen.items()}
+
+
+def spread(values: list[float]) -> tuple[float, float, int]:
+    """(mean, std, n) over seeds; one seed has std 0."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
 
 
 def rows(show: list) -> list[dict]:
@@ -201,8 +205,8 @@ def summarise(experiments: list[dict]) -> dict:
         cell = seen.setdefault(m["group"], {}).setdefault(m["value"], {})
         for key, value in e["metrics"].items():
             cell.setdefault(key, {})[int(m["seed"])] = value
-    return {g: {v: {k: (statistics.mean(s.values()), statistics.stdev(s.values()) if len(s) > 1 else 0.0, len(s))
-                    for k, s in cells_.items()} for v, cells_ in values.items()} for g, values in seen.items()}
+    return {g: {v: {k: spread(list(s.values())) for k, s in cells_.items()} for v, cells_ in values.items()}
+            for g, values in seen.items()}
 
 
 def commits(experiments: list[dict]) -> dict[str, list[str]]:
