@@ -1,38 +1,32 @@
 """DVC stage `keywords`: spaCy POS tags and keyword spans of every caption (params: keywords)
--> data/keywords/keywords.parquet + stats.json."""
-from pathlib import Path
-import shutil
-import sys
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script by dvc
-
+-> keywords.parquet and stats.json."""
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.core import stage
-from pipeline.core.errors import PipelineError
-from pipeline.core.params import section, typed
-from pipeline.keywords import KeywordsConfig, tag_captions
+from pipeline.core.io import write_json
 from pipeline.core.parallel import processes
+from pipeline.core.params import typed
+from pipeline.data.keywords import KeywordsConfig, tag_captions
 
-CAPTIONS = Path("data/ingest/captions.parquet")
-OUT = Path("data/keywords")
+PARAMS = ["keywords.model", "keywords.pos"]
+UNTRACKED = ["keywords.batch_size", "keywords.n_process"]  # the same table whatever their values
 
 
-def main(params: dict) -> None:
-    p = typed(KeywordsConfig, section(params, "keywords"), "keywords")
-    if not CAPTIONS.is_file():
-        raise PipelineError(f"{CAPTIONS} not found: run the ingest stage first (dvc repro ingest)")
-    shutil.rmtree(OUT, ignore_errors=True)  # a stage's outs are rebuilt whole
+def main(params: dict, args) -> None:
+    p = typed(KeywordsConfig, params["keywords"], "keywords")
+    stage.require(args.captions, "ingest")
+    stage.fresh(args.out)
     n_process = processes(p.n_process, "keywords.n_process")
-    desc = f"keywords ({n_process} process{'es' if n_process > 1 else ''})"
-    with tqdm(total=pq.ParquetFile(CAPTIONS).metadata.num_rows, desc=desc, unit=" captions", unit_scale=True) as bar:
-        stats = tag_captions(CAPTIONS, OUT / "keywords.parquet", p.model, p.pos, p.batch_size, n_process,
+    with tqdm(total=pq.ParquetFile(args.captions).metadata.num_rows, desc=f"keywords ({stage.plural(n_process, 'process')})",
+              unit=" captions", unit_scale=True) as bar:
+        stats = tag_captions(args.captions, args.out / "keywords.parquet", p.model, p.pos, p.batch_size, n_process,
                              progress=bar.update)
-    stage.write_json(OUT / "stats.json", stats)
+    write_json(args.out / "stats.json", stats)
     print(f"keywords: captions={stats['captions']}, no_keyword={stats['no_keyword']}, "
           f"spans_per_caption_mean={stats['spans_per_caption_mean']:.2f}")
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    stage.run(main, PARAMS, UNTRACKED, stage.arguments(__doc__, captions="ingest's captions.parquet",
+                                                       out="the stage's folder"))

@@ -1,35 +1,30 @@
 """DVC stage `params`: every section of params.yaml checked before any other stage runs.
 
-Every stage depends on its output, so `dvc repro` stops here on a bad value (a typo in a
-registry name, `train.steps: 0`, a template without `$`) before any work. It also keeps
-benchmark names that are unsafe in a command line or a path (`"; rm …`, `../..`) from
-reaching the embed and evaluate stages, whose dvc.yaml commands contain the name. Each
-stage checks its own sections again when run alone.
-
-Writes data/params/checked, whose content never changes: a new check never re-runs others.
+Every stage depends on its output, so `dvc repro` stops here on a bad value (a typo in a registry
+name, `train.steps: 0`, a template without `$`) before any work. It also keeps benchmark names that
+are unsafe in a command line or a path (`"; rm ...`, `../..`) from reaching the embed and evaluate
+stages, whose dvc.yaml commands contain the name. Each stage checks its own sections again when run
+alone. It reads params.yaml whole (a file dep, not `params:`), and its output never changes: a new
+check never re-runs the others.
 """
-from pathlib import Path
-import sys
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.backbone import BackboneConfig
-from pipeline.benchmarks import check_benchmarks
 from pipeline.core import stage
-from pipeline.contrastive import WorldTraining
+from pipeline.core.io import write_text
 from pipeline.core.params import section, typed
-from pipeline.gallery import EmbedConfig
-from pipeline.geometry import GeometryConfig
-from pipeline.keywords import KeywordsConfig
-from pipeline.masking import check_params as check_masking
-from pipeline.methods import METHODS
-from pipeline.pairs import PairsConfig
-from pipeline.retrieval import EvaluateConfig
-from pipeline.tokens import TokensConfig
-from pipeline.train import train_config
-from pipeline.world import WorldConfig
+from pipeline.data.keywords import KeywordsConfig
+from pipeline.data.masking import check_params as check_masking
+from pipeline.data.pairs import PairsConfig
+from pipeline.data.tokens import TokensConfig
+from pipeline.data.world import WorldConfig
+from pipeline.evaluation.benchmarks import check_benchmarks
+from pipeline.evaluation.gallery import EmbedConfig
+from pipeline.evaluation.geometry import GeometryConfig
+from pipeline.evaluation.queries import EvaluateConfig
+from pipeline.methods import METHODS, method_config
+from pipeline.model.backbone import BackboneConfig
+from pipeline.model.contrastive import WorldTraining
+from pipeline.training.loop import train_config
 
-OUT = Path("data/params/checked")
+PARAMS = None  # all of params.yaml
 SECTIONS = {  # section -> its check; ingest's sources are checked by the ingest stage, which needs the files
     "world": lambda v: typed(WorldConfig, v, "world"),
     "backbone": lambda v: typed(WorldTraining, typed(BackboneConfig, v, "backbone").world_training,
@@ -44,18 +39,17 @@ SECTIONS = {  # section -> its check; ingest's sources are checked by the ingest
 }
 
 
-def main(params: dict) -> None:
+def main(params: dict, args) -> None:
     check_benchmarks(params.get("benchmarks"))
     for name, check in SECTIONS.items():
         check(section(params, name))
     train_config(params)
-    METHODS.get(params.get("method", "lincir"))
+    method_config(params)
     for name in METHODS.names():  # every method's section, the unselected ones too: a typo waits for no one
-        typed(METHODS.get(name).config, section(params, name), name)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("params.yaml passed every check\n")
+        method_config(params, name)
+    write_text(args.out, "params.yaml passed every check\n")
     print("params: every section checked")
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    stage.run(main, PARAMS, parser=stage.arguments(__doc__, out="the file that says so"))

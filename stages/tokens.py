@@ -1,49 +1,31 @@
-"""DVC stages `tokens` and `pair_tokens`: token ids of every caption and of its masked version
-(params: backbone.model, masking, tokens) -> {ids,masked,lengths}.npy + meta.json.
-
-    python stages/tokens.py                      the corpus: data/ingest + data/keywords -> data/tokens
-    python stages/tokens.py --captions data/pairs/captions.parquet --keywords data/pairs/keywords.parquet \
-        --out data/pair_tokens                   the image-caption pairs' captions (pairs stage)
-"""
-from pathlib import Path
-import argparse
-import shutil
-import sys
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script by dvc
-
+"""DVC stages `tokens` and `pair_tokens`: token ids of every caption and of its keyword-masked
+version (params: masking, backbone.model) -> ids.npy, masked.npy, lengths.npy and meta.json.
+`tokens` reads the corpus (ingest, keywords), `pair_tokens` the image-caption pairs' captions
+(pairs stage): a masking experiment re-runs these two and nothing before them."""
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.core import stage
-from pipeline.backbone import get_tokenizer
-from pipeline.core.errors import PipelineError
 from pipeline.core.parallel import processes
-from pipeline.core.params import section, typed
-from pipeline.masking import check_params
-from pipeline.tokens import TokensConfig, tokenize_captions
+from pipeline.core.params import typed
+from pipeline.data.masking import check_params
+from pipeline.data.tokens import TokensConfig, tokenize_captions
+from pipeline.model.backbone import get_tokenizer
 
-def arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--captions", type=Path, default=Path("data/ingest/captions.parquet"))
-    parser.add_argument("--keywords", type=Path, default=Path("data/keywords/keywords.parquet"))
-    parser.add_argument("--out", type=Path, default=Path("data/tokens"))
-    return parser.parse_args()
+PARAMS = ["masking", "backbone.model"]
+UNTRACKED = ["tokens"]  # n_process: the same arrays whatever its value
 
 
-def main(params: dict) -> None:
-    args = arguments()
-    check_params(section(params, "masking"))  # a typo in the strategy fails before any work
-    n_process = processes(typed(TokensConfig, section(params, "tokens"), "tokens").n_process, "tokens.n_process")
+def main(params: dict, args) -> None:
+    check_params(params["masking"])  # a typo in the strategy fails before any work
+    n_process = processes(typed(TokensConfig, params["tokens"], "tokens").n_process, "tokens.n_process")
     for path in (args.captions, args.keywords):
-        if not path.is_file():
-            raise PipelineError(f"{path} not found: run the stage that writes it first (dvc repro)")
+        stage.require(path, "pairs" if "pairs" in path.parts else "keywords")
     model = params["backbone"]["model"]
     tokenizer = get_tokenizer(model)
-    shutil.rmtree(args.out, ignore_errors=True)  # a stage's outs are rebuilt whole
-    desc = f"tokens ({n_process} process{'es' if n_process > 1 else ''})"
-    with tqdm(total=pq.ParquetFile(args.captions).metadata.num_rows, desc=desc, unit=" captions",
-              unit_scale=True) as bar:
+    stage.fresh(args.out)
+    with tqdm(total=pq.ParquetFile(args.captions).metadata.num_rows, desc=f"tokens ({stage.plural(n_process, 'process')})",
+              unit=" captions", unit_scale=True) as bar:
         meta = tokenize_captions(args.captions, args.keywords, args.out, tokenizer, params["masking"], model,
                                  n_process=n_process, progress=bar.update)
     print(f"tokens -> {args.out}: rows={meta['rows']}, context={meta['context_length']}, strategy={meta['strategy']}, "
@@ -52,4 +34,5 @@ def main(params: dict) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    stage.run(main, PARAMS, UNTRACKED, stage.arguments(__doc__, captions="captions.parquet (id, text)",
+                                                       keywords="their keywords.parquet", out="the stage's folder"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.benchmarks import Benchmark
+from pipeline.evaluation.benchmarks import Benchmark
 
 ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "benchmark-annotations"
 SIZE = 8
@@ -58,3 +58,45 @@ def write_placeholder_images(bench: Benchmark, store: Path) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.symlink_to(originals[suffix])
     return len(paths)
+
+
+def _keep(path: Path, entries) -> None:
+    path.unlink()  # a link into the shared folder: replaced by the trimmed file
+    path.write_text(json.dumps(entries))
+
+
+def trimmed_root(kind: str, source: Path, destination: Path, n: int) -> Path:
+    """`linked_root`, with each val annotation file cut to its first `n` queries and the image lists
+    to the images those queries name (and, for FashionIQ, `n` more gallery images a category):
+    the official format, at a size a test embeds in seconds."""
+    root = linked_root(source, destination)
+    if kind == "cirr":
+        (root / "cirr").unlink()
+        cirr = linked_root(source / "cirr", root / "cirr")
+        for sub in ("captions", "image_splits"):
+            (cirr / sub).unlink()
+            linked_root(source / "cirr" / sub, cirr / sub)
+        queries = json.loads((cirr / "captions" / "cap.rc2.val.json").read_text())[:n]
+        names = {name for q in queries for name in (q["reference"], q["target_hard"], *q["img_set"]["members"])}
+        split = json.loads((cirr / "image_splits" / "split.rc2.val.json").read_text())
+        _keep(cirr / "captions" / "cap.rc2.val.json", queries)
+        _keep(cirr / "image_splits" / "split.rc2.val.json", {k: v for k, v in split.items() if k in names})
+    elif kind == "circo":
+        (root / "annotations").unlink()
+        linked_root(source / "annotations", root / "annotations")
+        _keep(root / "annotations" / "val.json", json.loads((root / "annotations" / "val.json").read_text())[:n])
+    elif kind == "fashioniq":
+        for sub in ("captions", "image_splits"):
+            (root / sub).unlink()
+            linked_root(source / sub, root / sub)
+        for category in ("dress", "shirt", "toptee"):
+            queries = json.loads((root / "captions" / f"cap.{category}.val.json").read_text())[:n]
+            split = json.loads((root / "image_splits" / f"split.{category}.val.json").read_text())
+            names = {name for q in queries for name in (q["candidate"], q["target"])}
+            _keep(root / "captions" / f"cap.{category}.val.json", queries)
+            _keep(root / "image_splits" / f"split.{category}.val.json",
+                  [s for s in split if s in names] + [s for s in split if s not in names][:n])
+    elif kind == "genecis":
+        for path in root.glob("*.json"):
+            _keep(path, json.loads(path.read_text())[:n])
+    return root

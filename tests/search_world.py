@@ -1,4 +1,4 @@
-"""A small world to search in, built in seconds: world images (pipeline.world.render) of every
+"""A small world to search in, built in seconds: world images (pipeline.data.world.render) of every
 shape x colour, a lincir-world backbone whose image tower is aligned to its text tower in
 closed form, and a phi constructed (not learned) to map an image latent to its shape's word.
 
@@ -16,14 +16,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
-from pipeline import backbone as B
-from pipeline.phi import build_phi, save_phi
-from pipeline.world.attributes import COLOURS, SHAPES, Thing
-from pipeline.world.render import render
+from pipeline.core import io
+from pipeline.data.world.attributes import COLOURS, SHAPES, Thing
+from pipeline.data.world.render import render
+from pipeline.model import backbone as backbones
+from pipeline.model.phi import build_phi, save_phi
 
 RENDERS = 2  # images of each shape x colour
 LIFT = 10.0  # phi's hidden units run at GELU(x + LIFT) = x + LIFT: the MLP is linear there
@@ -57,7 +57,7 @@ def build(workdir: Path) -> dict:
     photos = workdir / "photos"
     things = write_images(photos)
     torch.manual_seed(0)
-    backbone = B.freeze(B.create("lincir-world", None))
+    backbone = backbones.freeze(backbones.create("lincir-world", None))
     model, tok = backbone.model, backbone.tokenizer
     images = torch.stack([backbone.preprocess(_open(photos / p)) for p, _ in things]).double()
     model.double()
@@ -67,8 +67,8 @@ def build(workdir: Path) -> dict:
     model.visual.proj = nn.Parameter(_ridge(pooled, texts))
     model.float()
     weights = workdir / "backbone" / "aligned.pt"
-    B.save_checkpoint(model, weights)
-    identity = {"model": "lincir-world", "pretrained": str(weights), "sha256": B.file_sha256(weights)}
+    io.save_checkpoint(model, weights)
+    identity = {"model": "lincir-world", "pretrained": str(weights), "sha256": io.file_sha256(weights)}
     (workdir / "backbone" / "backbone.json").write_text(json.dumps(identity))
 
     latents = model.encode_image(images.float()).double()
@@ -109,16 +109,3 @@ def queries():
     for n, (shape, colour) in enumerate((s, c) for s in SHAPES for c in COLOURS):
         new = [c for c in COLOURS if c != colour][n % 5]
         yield thing_path(shape, colour, 0), f"is {new}", {thing_path(shape, new, i) for i in range(RENDERS)}
-
-
-@pytest.fixture(scope="session")
-def world(tmp_path_factory):
-    """The built world, indexed (flat) at <tmp>/photos.index and opened for search."""
-    from pipeline.search import index as I
-    from pipeline.search.query import open_index
-
-    w = build(tmp_path_factory.mktemp("search"))
-    w["index"] = w["photos"].parent / "photos.index"
-    I.update(w["photos"], w["index"], backbone_file=w["backbone"], phi=w["phi"], kind="flat")
-    w["searcher"] = open_index(w["index"])
-    return w

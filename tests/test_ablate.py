@@ -5,9 +5,8 @@ import json
 
 import pytest
 
-from pipeline import ablate, results
 from pipeline.core.errors import PipelineError
-
+from pipeline.tools.experiments import ablate, results
 
 BASE = {"noise": "unif_gaussian", "train.seed": "0", "masking.strategy": "all_keywords",
         "masking.seed": "0", "train.supervision": "smp", "method": "lincir"}

@@ -8,10 +8,11 @@ import pytest
 import torch
 from huggingface_hub import constants as hf_constants
 
-from pipeline import backbone as B
+from pipeline.core import io
 from pipeline.core.errors import PipelineError
+from pipeline.model import backbone as backbones
 
-MODEL = "lincir-world"  # registered from pipeline/model_configs/, small enough for a test
+MODEL = "lincir-world"  # registered from pipeline/model/model_configs/, small enough for a test
 HUB_REPO = "timm/vit_base_patch32_clip_224.openai"  # where open_clip fetches ViT-B-32/openai
 
 
@@ -33,14 +34,14 @@ def no_network(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    original = B.create(MODEL, None)
+    original = backbones.create(MODEL, None)
     path = tmp_path_factory.mktemp("weights") / "random.pt"
-    B.save_checkpoint(original.model, path)
+    io.save_checkpoint(original.model, path)
     return original, path
 
 
 @torch.no_grad()
-def _outputs(backbone: B.Backbone) -> tuple[torch.Tensor, torch.Tensor]:
+def _outputs(backbone: backbones.Backbone) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     texts = backbone.tokenizer(["a red square on a beach", "a photo of $ that is blue"])
     model = backbone.model.eval()
@@ -49,12 +50,12 @@ def _outputs(backbone: B.Backbone) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_checkpoint_file_loads_with_identical_weights_and_outputs(checkpoint, tmp_path):
     original, path = checkpoint
-    assert B.resolve_weights(MODEL, str(path)) == path
+    assert backbones.resolve_weights(MODEL, str(path)) == path
 
-    loaded = B.create(MODEL, str(path))
+    loaded = backbones.create(MODEL, str(path))
     identity = tmp_path / "backbone.json"
-    identity.write_text(json.dumps({"model": MODEL, "pretrained": str(path), "sha256": B.file_sha256(path)}))
-    frozen = B.load(identity)
+    identity.write_text(json.dumps({"model": MODEL, "pretrained": str(path), "sha256": io.file_sha256(path)}))
+    frozen = backbones.load(identity)
     expected = original.model.state_dict()
     for backbone in (loaded, frozen):
         state = backbone.model.state_dict()
@@ -64,23 +65,23 @@ def test_checkpoint_file_loads_with_identical_weights_and_outputs(checkpoint, tm
             # a frozen model may take torch's inference fast path: equal up to float rounding
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert not any(p.requires_grad for p in frozen.model.parameters()) and not frozen.model.training
-    assert frozen.pretrained == str(path) and B.embed_dim(frozen) == 128
+    assert frozen.pretrained == str(path) and backbones.embed_dim(frozen) == 128
 
 
 def test_other_weights_have_another_identity(checkpoint, tmp_path):
     _, path = checkpoint
     torch.manual_seed(1)
-    B.save_checkpoint(B.create(MODEL, None).model, tmp_path / "other.pt")
-    assert B.file_sha256(tmp_path / "other.pt") != B.file_sha256(path)
+    io.save_checkpoint(backbones.create(MODEL, None).model, tmp_path / "other.pt")
+    assert io.file_sha256(tmp_path / "other.pt") != io.file_sha256(path)
 
 
 def test_unknown_model_name_names_similar_ones():
     with pytest.raises(PipelineError, match=r"'ViT-L-15' is not an open_clip model name; similar names: .*ViT-L-14"):
-        B.create("ViT-L-15", None)
+        backbones.create("ViT-L-15", None)
 
 
 def test_unknown_tag_names_the_model_tags(no_network):
-    for call in (B.create, B.resolve_weights):
+    for call in (backbones.create, backbones.resolve_weights):
         with pytest.raises(PipelineError, match=r"'no-such-tag' is neither a checkpoint file nor a tag of ViT-B-32 "
                                                 r"\(tags: openai, .*laion2b_s34b_b79k"):
             call("ViT-B-32", "no-such-tag")
@@ -88,11 +89,11 @@ def test_unknown_tag_names_the_model_tags(no_network):
 
 def test_openai_weights_need_the_quickgelu_architecture(no_network):
     with pytest.raises(PipelineError, match="trained with QuickGELU; set backbone.model to 'ViT-L-14-quickgelu'"):
-        B.create("ViT-L-14", "openai")
+        backbones.create("ViT-L-14", "openai")
 
 
 def test_offline_tag_fails_fast_saying_what_to_fetch_and_where(no_network):
-    for call in (B.resolve_weights, B.create):
+    for call in (backbones.resolve_weights, backbones.create):
         start = time.monotonic()
         with pytest.raises(PipelineError) as error:
             call("ViT-B-32-quickgelu", "openai")
@@ -112,16 +113,16 @@ def test_offline_tag_resolves_from_the_cache(no_network):
     weights = repo / "snapshots" / commit / "open_clip_pytorch_model.bin"
     weights.parent.mkdir(parents=True)
     weights.write_bytes(b"weights")
-    assert B.resolve_weights("ViT-B-32-quickgelu", "openai") == weights
+    assert backbones.resolve_weights("ViT-B-32-quickgelu", "openai") == weights
 
 
 def test_unreadable_checkpoint_is_named(tmp_path):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(PipelineError, match=f"could not load {MODEL} weights from {bad}"):
-        B.create(MODEL, str(bad))
+        backbones.create(MODEL, str(bad))
 
 
 def test_missing_identity_file_says_which_stage_makes_it(tmp_path):
     with pytest.raises(PipelineError, match="backbone.json not found: run the backbone stage first"):
-        B.load(tmp_path / "backbone.json")
+        backbones.load(tmp_path / "backbone.json")

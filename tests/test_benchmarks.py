@@ -3,12 +3,12 @@ import json
 
 import pytest
 from PIL import Image
+from placeholder_images import ANNOTATIONS, linked_root, write_circo_image_info, write_placeholder_images
 
-from pipeline.benchmarks import ImageSource, MissingImagesError, check_images, load_benchmark, open_image
-from pipeline.benchmarks.fashioniq import condition_texts
-from pipeline.benchmarks.genecis import crop_to_box, pad_to_square
 from pipeline.core.errors import PipelineError
-from tests.placeholder_images import ANNOTATIONS, linked_root, write_circo_image_info, write_placeholder_images
+from pipeline.data.images import ImageSource, MissingImagesError, crop_to_box, open_image, pad_to_square
+from pipeline.evaluation.benchmarks import Benchmark, check_images, load_benchmark
+from pipeline.evaluation.benchmarks.fashioniq import condition_texts
 
 needs_annotations = pytest.mark.skipif(
     not ANNOTATIONS.is_dir(), reason=f"official annotation files not found at {ANNOTATIONS}"
@@ -253,7 +253,7 @@ def test_placeholder_roots_satisfy_check_images(tmp_path, kind, folder, split, g
 
 
 # ---- image bodies, not only headers ----------------------------------------------------------
-def _genecis_with(tmp_path, write) -> "Benchmark":
+def _genecis_with(tmp_path, write) -> Benchmark:
     """A one-query GeneCIS object task whose 14 COCO images are fine JPEGs; `write(path)` spoils #1."""
     (tmp_path / "focus_object.json").write_text(json.dumps([
         {"condition": "cat", "reference": {"val_image_id": 1}, "target": {"val_image_id": 2},
@@ -296,7 +296,7 @@ def test_a_decompression_bomb_is_a_message_from_open_image(tmp_path):
 def test_16_bit_greyscale_keeps_its_contrast(tmp_path):
     import numpy as np
 
-    from pipeline.benchmarks import to_rgb
+    from pipeline.data.images import to_rgb
 
     ramp = (np.arange(256, dtype=np.uint16)[None, :].repeat(8, 0) * 257)  # 0..65535
     Image.fromarray(ramp).save(tmp_path / "ramp16.png")

@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import cam, cli
-from pipeline.backbone import create, freeze, save_checkpoint
 from pipeline.core.errors import PipelineError
-from pipeline.world import WorldConfig, generate
+from pipeline.core.io import save_checkpoint
+from pipeline.evaluation import cam_iou, metrics
+from pipeline.model import cam
+from pipeline.tools import cli
 
 
-@pytest.fixture(scope="module")
-def backbone():
-    torch.manual_seed(0)
-    return freeze(create("lincir-world", None))
+@pytest.fixture
+def backbone(world_backbone):
+    return world_backbone
 
 
 def inputs(backbone, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,41 +73,35 @@ def square(top: int, left: int, side: int, size: int = 8) -> torch.Tensor:
 def test_iou_per_mask():
     a = torch.stack([square(0, 0, 4), square(0, 0, 4), square(0, 0, 4), torch.zeros(8, 8, dtype=torch.bool)])
     b = torch.stack([square(0, 0, 4), square(0, 2, 4), square(4, 4, 4), torch.zeros(8, 8, dtype=torch.bool)])
-    assert cam.iou(a, b).tolist() == pytest.approx([1.0, 8 / 24, 0.0, 1.0])
+    assert metrics.iou(a, b).tolist() == pytest.approx([1.0, 8 / 24, 0.0, 1.0])
     assert cam.mask_from_cam(torch.tensor([0.1, 0.3, 0.5]), 0.3).tolist() == [False, True, True]
 
 
 def test_random_mask_keeps_area_and_shape_at_a_random_place():
     masks = torch.stack([square(1, 1, 3), square(5, 6, 2)])  # the second wraps around
-    moved = [cam.random_mask_like(masks, np.random.default_rng(s)) for s in range(20)]
+    moved = [cam_iou.random_mask_like(masks, np.random.default_rng(s)) for s in range(20)]
     assert all(m.shape == masks.shape and (m.flatten(1).sum(1) == masks.flatten(1).sum(1)).all() for m in moved)
     assert len({m[0].numpy().tobytes() for m in moved}) > 10
-    assert torch.equal(moved[3], cam.random_mask_like(masks, np.random.default_rng(3)))
+    assert torch.equal(moved[3], cam_iou.random_mask_like(masks, np.random.default_rng(3)))
     # chance: one pixel placed at random falls in a fixed 4x4 square of 8x8 about 16/64 of the time
     rng = np.random.default_rng(0)
-    hits = [cam.iou(cam.random_mask_like(square(0, 0, 1), rng), square(2, 2, 4)).item() > 0 for _ in range(2000)]
+    hits = [metrics.iou(cam_iou.random_mask_like(square(0, 0, 1), rng), square(2, 2, 4)).item() > 0 for _ in range(2000)]
     assert np.mean(hits) == pytest.approx(16 / 64, abs=0.03)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world")
-    generate(WorldConfig(seed=1, train_images=10, heldout_images=2, gallery_images=30, corpus_captions=20,
-                         circo_queries=3, cirr_queries=2, dev_queries=2), out)
-    return out
-
-
-def test_cam_iou_on_world_images(backbone, world):
-    images, masks, prompts = cam.world_items(world, "train", 6)
+def test_cam_iou_on_world_images(backbone, tiny_world):
+    world, _ = tiny_world
+    images, masks, prompts = cam_iou.world_items(world, "train", 6)
     assert len(images) == len(masks) == 6 and all(p.startswith("a photo of a ") for p in prompts)
-    rows = cam.cam_iou(backbone, images, masks, prompts, [0.2, 0.4], batch_size=4)
+    rows = cam_iou.cam_iou(backbone, images, masks, prompts, [0.2, 0.4], batch_size=4)
     assert [r["tau"] for r in rows] == [0.2, 0.4]
     assert all(0 <= r["iou"] <= 1 and 0 <= r["random_iou"] <= 1 for r in rows)
     with pytest.raises(PipelineError, match="one of each per image"):
-        cam.cam_iou(backbone, images, masks[:2], prompts, [0.2])
+        cam_iou.cam_iou(backbone, images, masks[:2], prompts, [0.2])
 
 
-def test_lincir_cam_prints_iou_per_tau(backbone, world, tmp_path, capsys):
+def test_lincir_cam_prints_iou_per_tau(backbone, tiny_world, tmp_path, capsys):
+    world, _ = tiny_world
     save_checkpoint(backbone.model, tmp_path / "world.pt")
     identity = tmp_path / "backbone.json"
     identity.write_text(json.dumps({"model": "lincir-world", "pretrained": str(tmp_path / "world.pt"), "sha256": ""}))

@@ -9,9 +9,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pipeline import backbone as B
-from pipeline.text_encoder import text_tower
-from pipeline.train import TrainConfig, new_phi, train_phi
+from pipeline.methods.lincir import train_phi
+from pipeline.model import backbone as backbones
+from pipeline.model.text_encoder import text_tower
+from pipeline.training.loop import TrainConfig, new_phi
 
 CAPTIONS = ["a small red circle on the left", "a big blue star on a black background", "a tiny green cross",
             "a yellow square that is large"] * 8
@@ -22,13 +23,13 @@ def _rank(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank))
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    b = B.freeze(B.create("lincir-world", None))
+    b = backbones.freeze(backbones.create("lincir-world", None))
     tower = text_tower(b.model, b.tokenizer)
     ids = b.tokenizer(CAPTIONS).numpy().astype(np.uint16)
     masked = b.tokenizer(MASKED).numpy().astype(np.uint16)
     cfg = TrainConfig(steps=3, batch_size=16, lr=1e-3, checkpoint_every=100, log_every=1)
-    init = new_phi(tower, B.embed_dim(b), cfg, "cpu")
-    phi = train_phi(tower, B.embed_dim(b), ids, masked, cfg, device="cpu", checkpoint=Path(out) / f"ckpt{rank}.pt")
+    init = new_phi(tower, backbones.embed_dim(b), cfg, "cpu")
+    phi = train_phi(tower, backbones.embed_dim(b), ids, masked, cfg, device="cpu", checkpoint=Path(out) / f"ckpt{rank}.pt")
     torch.save({"init": flat(init), "trained": flat(phi)}, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
 

@@ -3,8 +3,8 @@ import faiss
 import numpy as np
 import pytest
 
-from pipeline import gallery
 from pipeline.core.errors import PipelineError
+from pipeline.evaluation import gallery
 
 
 def clustered(n=3000, d=32, seed=0):

@@ -1,7 +1,5 @@
 import json
 import math
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,8 +7,9 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from pipeline.geometry import geometry, matched_cosine, modality_gap, pairwise_cosine
-from pipeline.noise import NOISE
+from pipeline.evaluation.geometry import geometry
+from pipeline.evaluation.metrics import matched_cosine, modality_gap, pairwise_cosine
+from pipeline.model.noise import NOISE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,19 +50,14 @@ def test_cosines_match_brute_force():
     assert set(geometry(a, b)) == {"modality_gap", "matched_cosine", "image_image_cosine", "caption_caption_cosine"}
 
 
-def test_geometry_stage_writes_gap_per_noise_kind_and_histograms(tmp_path):
+def test_geometry_stage_writes_gap_per_noise_kind_and_histograms(tmp_path, stage_cli):
     gen = torch.Generator().manual_seed(0)
     images, captions = torch.randn(64, 16, generator=gen) + 1, torch.randn(64, 16, generator=gen) - 1
     (tmp_path / "data/backbone").mkdir(parents=True)
     torch.save({"image": images, "caption": captions}, tmp_path / "data/backbone/heldout_latents.pt")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    path = REPO / "stages" / "geometry.py"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(tmp_path)
-        patch.setattr(sys, "argv", [str(path)])
-        patch.setattr(sys, "path", list(sys.path))
-        runpy.run_path(str(path), run_name="__main__")
+    assert stage_cli(tmp_path, "geometry")[0] == 0
     metrics = json.loads((tmp_path / "metrics/geometry.json").read_text())
     assert metrics["backbone"]["modality_gap"] == pytest.approx(modality_gap(images, captions), abs=1e-6)
     assert set(metrics["noise"]) == set(NOISE.names())

@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.core.errors import PipelineError
-from pipeline.ingest import READERS, HashSet, hash64, ingest, normalise
+from pipeline.data.ingest import READERS, HashSet, hash64, ingest, normalise
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTIONS = ["a gray cat sleeps on a pillow", "two dogs, one brown", "Un chat gris 🐈 dort", "一只猫在睡觉"]
@@ -143,11 +141,11 @@ def test_bad_sources_are_clear_errors(tmp_path):
     assert sorted(READERS.names()) == [".csv", ".jsonl", ".parquet", ".tsv", ".txt"]
 
 
-def test_stage_prints_the_error_and_exits_1(tmp_path):
+def test_stage_prints_the_error_and_exits_1(tmp_path, stage_cli):
     (tmp_path / "params.yaml").write_text("ingest:\n  sources:\n    - path: data/missing.txt\n")
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "ingest.py")], cwd=tmp_path, capture_output=True, text=True)
-    assert done.returncode == 1
-    assert "data/missing.txt not found" in done.stderr and "Traceback" not in done.stderr
+    code, err = stage_cli(tmp_path, "ingest")
+    assert code == 1
+    assert "data/missing.txt not found" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("value", [1.5, 7, True, False])

@@ -1,8 +1,6 @@
 """`hf:` caption sources, offline: the Hub is a local folder laid out as its refs/convert/parquet revision."""
 import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,9 +11,9 @@ from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from huggingface_hub import HfFileSystem, constants
 
-from pipeline import hf_captions
 from pipeline.core.errors import PipelineError
-from pipeline.ingest import ingest
+from pipeline.data import hf_captions
+from pipeline.data.ingest import ingest
 
 ROOT = Path(__file__).resolve().parents[1]
 SD = "Gustavosta/Stable-Diffusion-Prompts"
@@ -208,10 +206,10 @@ def test_source_kind_must_be_path_or_hf(tmp_path):
     assert not (tmp_path / "out.parquet").exists()
 
 
-def test_stage_reports_offline_without_a_traceback(tmp_path):
+def test_stage_reports_offline_without_a_traceback(tmp_path, stage_cli, monkeypatch):
     (tmp_path / "params.yaml").write_text(
         "ingest:\n  sources:\n    - {hf: FredZhang7/stable-diffusion-prompts-2.47M, split: train, column: text}\n")
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "ingest.py")], cwd=tmp_path, capture_output=True,
-                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=60)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "FredZhang7/stable-diffusion-prompts-2.47M" in done.stderr and "needs network access" in done.stderr
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, err = stage_cli(tmp_path, "ingest")
+    assert code == 1 and "Traceback" not in err
+    assert "FredZhang7/stable-diffusion-prompts-2.47M" in err and "needs network access" in err

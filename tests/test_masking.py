@@ -3,8 +3,16 @@ import random
 import pytest
 
 from pipeline.core.errors import PipelineError
-from pipeline.masking import (FALLBACK_CAPTION, MASKING, Word, caption_rng, check_params, mask_text, select,
-                              words_of)
+from pipeline.data.masking import (
+    FALLBACK_CAPTION,
+    MASKING,
+    Word,
+    caption_rng,
+    check_params,
+    mask_text,
+    select,
+    words_of,
+)
 
 PARAMS = {"strategy": "all_keywords", "n": 1, "seed": 0}
 

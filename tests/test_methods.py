@@ -1,40 +1,27 @@
 """The zero-shot CIR methods of pipeline/methods/ on a tiny world with a random backbone:
 each trains and its loss goes down; masked inversion masks what it should, in the text and
 in the image; the Grad-CAM finds the world's objects better than chance."""
-import json
 import re
-import runpy
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
 
-from pipeline import backbone as B
-from pipeline.cam import cam_iou, world_items
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import typed
+from pipeline.evaluation.cam_iou import cam_iou, world_items
 from pipeline.methods import METHODS, Run, method_config
 from pipeline.methods.masked_inversion import FILL, draw_pairs, mask_noun, masked_images
-from pipeline.text_encoder import text_tower
-from pipeline.train import TrainConfig
+from pipeline.model import backbone as backbones
+from pipeline.model.text_encoder import text_tower
+from pipeline.training.loop import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_WORLD = {"train_images": 40, "heldout_images": 8, "gallery_images": 60, "corpus_captions": 40,
               "circo_queries": 2, "cirr_queries": 2, "dev_queries": 2}
-
-
-def _stage(script: str, cwd: Path, *args: str) -> None:
-    path = REPO / "stages" / script
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(cwd)
-        patch.setattr(sys, "argv", [str(path), *args])
-        patch.setattr(sys, "path", list(sys.path))
-        runpy.run_path(str(path), run_name="__main__")
 
 
 @pytest.fixture(autouse=True)
@@ -43,33 +30,29 @@ def in_project(project, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, stage, write_backbone):
     """A tiny world, a random frozen backbone, and the pairs and pair_tokens stages' outputs."""
     root = tmp_path_factory.mktemp("methods")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["world"].update(TINY_WORLD)
     params["keywords"]["n_process"] = 1
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _stage("world.py", root)
+    assert stage(root, "world") == 0
     torch.manual_seed(0)
-    weights = root / "data/backbone/weights.pt"
-    B.save_checkpoint(B.create(params["backbone"]["model"], None).model, weights)
-    (root / "data/backbone/backbone.json").write_text(json.dumps(
-        {"model": params["backbone"]["model"], "pretrained": str(weights), "sha256": B.file_sha256(weights)}))
-    _stage("pairs.py", root)
-    _stage("tokens.py", root, "--captions", "data/pairs/captions.parquet", "--keywords", "data/pairs/keywords.parquet",
-           "--out", "data/pair_tokens")
+    write_backbone(root / "data/backbone", params["backbone"]["model"])
+    assert stage(root, "pairs") == 0
+    assert stage(root, "pair_tokens") == 0
     return root, params
 
 
 def _run(project, name: str, tmp_path: Path, steps: int = 24, **config) -> tuple[Run, list[float]]:
     """A Run as the train stage makes it; paths are relative to the project, like DVC's."""
     root, params = project
-    backbone = B.load(root / "data/backbone/backbone.json")
+    backbone = backbones.load(root / "data/backbone/backbone.json")
     _, _, method_cfg = method_config({**params, "method": name})
     cfg = TrainConfig(steps=steps, batch_size=16, lr=1e-3, dropout=0.0, log_every=1, checkpoint_every=1000)
     losses = []
-    run = Run(backbone, text_tower(backbone.model, backbone.tokenizer), B.embed_dim(backbone), cfg,
+    run = Run(backbone, text_tower(backbone.model, backbone.tokenizer), backbones.embed_dim(backbone), cfg,
               replace(method_cfg, **config), "cpu", tmp_path / "ckpt.pt", tokens=root / "data/pair_tokens",
               pairs=root / "data/pairs", pair_tokens=root / "data/pair_tokens", out=tmp_path, log=lambda step, values: losses.append(values["loss"]))
     return run, losses
@@ -99,9 +82,9 @@ def test_every_method_is_typed_from_its_own_section(project):
     with pytest.raises(PipelineError, match="unknown method 'pic2wrd'.*pic2word"):
         method_config({**params, "method": "pic2wrd"})
     with pytest.raises(PipelineError, match="masked_inversion.query"):
-        typed(METHODS.get("masked_inversion").config, {"query": "a photo of $"}, "masked_inversion")
+        typed(METHODS.get("masked_inversion").config, {"query": "a photo of $"}, "masked_inversion", complete=False)
     with pytest.raises(PipelineError, match="unknown masked_inversion.mask 'perfect'"):
-        typed(METHODS.get("masked_inversion").config, {"mask": "perfect"}, "masked_inversion")
+        typed(METHODS.get("masked_inversion").config, {"mask": "perfect"}, "masked_inversion", complete=False)
 
 
 def test_the_masked_noun_is_gone_from_the_text(project, tmp_path):
@@ -143,7 +126,7 @@ def test_gradcam_finds_world_objects_better_than_chance(project):
     """Even a random-weight ViT's Grad-CAM follows the one high-contrast object; a flipped or
     shifted map would fall to chance."""
     root, params = project
-    backbone = B.load(root / "data/backbone/backbone.json")
+    backbone = backbones.load(root / "data/backbone/backbone.json")
     images, masks, prompts = world_items(root / "data/world", "train", 40)
     (row,) = cam_iou(backbone, images, masks, prompts, [0.3])
     assert row["iou"] > 1.3 * row["random_iou"]

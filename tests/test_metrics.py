@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from pipeline import metrics
+from pipeline.evaluation import metrics
 
 
 def test_recall_at_k_counts_the_target_within_the_first_k():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pipeline.core.errors import PipelineError
-from pipeline.noise import NOISE, add_noise
+from pipeline.model.noise import NOISE, add_noise
 
 
 @pytest.mark.parametrize("kind", NOISE.names())

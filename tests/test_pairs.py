@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pipeline.core.errors import PipelineError
-from pipeline.pairs import PairsConfig, read_pairs, write_captions
+from pipeline.data.pairs import PairsConfig, read_pairs, write_captions
 
 
 def test_pairs_are_read_in_order_and_captions_map_to_their_image(tmp_path):

@@ -1,21 +1,18 @@
 """Every param checked before any work: wrong types, ranges, registry names, templates and
 benchmark names are one message naming the param, never a traceback or a silent wrong run."""
 import errno
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pipeline.benchmarks import check_benchmarks
-from pipeline.core import stage
-from pipeline.core.errors import PipelineError, quoted
+from pipeline.core.errors import PipelineError, one_line, quoted
 from pipeline.core.params import typed
-from pipeline.gallery import EmbedConfig
-from pipeline.keywords import KeywordsConfig
-from pipeline.masking import check_params as check_masking
-from pipeline.retrieval import EvaluateConfig, check_template
+from pipeline.data.keywords import KeywordsConfig
+from pipeline.data.masking import check_params as check_masking
+from pipeline.evaluation.benchmarks import check_benchmarks
+from pipeline.evaluation.gallery import EmbedConfig
+from pipeline.evaluation.queries import EvaluateConfig, check_template
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,21 +26,22 @@ def test_a_template_needs_one_placeholder_and_one_condition(template):
 
 def test_the_paper_template_passes():
     check_template("a photo of $ that {}")
-    assert typed(EvaluateConfig, {"template": "$ but {}", "methods": ["lincir", "text_only"]}, "evaluate").methods
+    assert typed(EvaluateConfig, {"template": "$ but {}", "queries": ["trained_phi", "text_only"]}, "evaluate",
+                 complete=False).queries
 
 
 @pytest.mark.parametrize("section,cls,values,message", [
     ("embed", EmbedConfig, {"index": "hnws"}, "unknown faiss index type 'hnws'"),
     ("embed", EmbedConfig, {"batch_size": 0}, "embed.batch_size must be at least 1"),
-    ("evaluate", EvaluateConfig, {"methods": ["lincir", "pic2wrd"]}, "unknown retrieval method 'pic2wrd'"),
-    ("evaluate", EvaluateConfig, {"methods": "lincir"}, "evaluate.methods must be a list"),
+    ("evaluate", EvaluateConfig, {"queries": ["trained_phi", "pic2wrd"]}, "unknown query 'pic2wrd'"),
+    ("evaluate", EvaluateConfig, {"queries": "trained_phi"}, "evaluate.queries must be a list"),
     ("keywords", KeywordsConfig, {"pos": ["NOUN", "ADJECTIVE"]}, "not universal POS tags"),
     ("keywords", KeywordsConfig, {"n_process": 0}, "keywords.n_process must be a positive integer or 'auto'"),
     ("keywords", KeywordsConfig, {"batch_size": 1.5}, "keywords.batch_size must be an integer"),
 ])
 def test_bad_section_values_name_the_param(section, cls, values, message):
     with pytest.raises(PipelineError, match=message):
-        typed(cls, values, section)
+        typed(cls, values, section, complete=False)
 
 
 def test_masking_params_are_typed():
@@ -72,29 +70,29 @@ def test_quoted_caps_a_huge_value():
     assert len(quoted("x" * 10_000_000)) < 120
 
 
-def test_the_params_stage_accepts_the_default_and_refuses_a_bad_value(tmp_path):
+def test_the_params_stage_accepts_the_default_and_refuses_a_bad_value(tmp_path, stage_cli):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
 
     def run(p):
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
-        return subprocess.run([sys.executable, str(REPO / "stages/params.py")], cwd=tmp_path, capture_output=True,
-                              text=True)
+        return stage_cli(tmp_path, "params")
 
-    done = run(params)
-    assert done.returncode == 0, done.stderr
+    code, err = run(params)
+    assert code == 0, err
     assert (tmp_path / "data/params/checked").is_file()
     params["evaluate"]["template"] = "{} {}"
-    done = run(params)
-    assert done.returncode == 1 and done.stderr.startswith("error: params.yaml: evaluate.template")
-    assert "Traceback" not in done.stderr
+    code, err = run(params)
+    assert code == 1 and err.startswith("error: params.yaml: evaluate.template")
+    assert "Traceback" not in err
+    del params["train"]["lr"]  # every knob is in params.yaml: none falls back to a default in the code
+    params["evaluate"]["template"] = "a photo of $ that {}"
+    code, err = run(params)
+    assert code == 1 and "train.lr is missing" in err
 
 
-def test_a_full_disk_is_a_message_not_a_traceback(monkeypatch, capsys):
-    def full(params):
+def test_a_full_disk_is_a_message_not_a_traceback(capsys):
+    def full():
         raise OSError(errno.ENOSPC, "No space left on device", "data/train/phi.pt.tmp")
 
-    monkeypatch.setattr(stage, "load_params", lambda: {})
-    with pytest.raises(SystemExit) as done:
-        stage.run(full)
-    assert done.value.code == 1
+    assert one_line(full) == 1
     assert "error: the disk is full (data/train/phi.pt.tmp)" in capsys.readouterr().err

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.perf import reference
-from pipeline.perf import synthetic
-from pipeline.perf.train import bf16_peak, build_tower, text_tower_flops
-from pipeline.cli import main
-from pipeline.text_encoder import encode
-from pipeline.train import TrainConfig, batch_indices, new_phi, smp_loss, text_latents, train_phi
+from pipeline.methods.lincir import LincirConfig, smp_loss, train_phi
+from pipeline.model.text_encoder import encode
+from pipeline.tools.cli import main
+from pipeline.tools.perf import reference, synthetic
+from pipeline.tools.perf.train import bf16_peak, build_tower, text_tower_flops
+from pipeline.training.batches import batch_indices, text_latents
+from pipeline.training.loop import TrainConfig, new_phi
 
 SOT, EOT = 49406, 49407
 
@@ -59,7 +60,7 @@ def test_perf_methods_times_every_method_with_its_real_code(capsys):
 def test_perf_keywords_reports_both_paths_and_the_same_spans(capsys):
     record = bench(capsys, "keywords", "--captions", "40")
     both_paths(record, "captions_per_s")
-    assert record["same_spans"] >= 39 and "per_core" in record["ratio"]  # see pipeline/perf/keywords.py
+    assert record["same_spans"] >= 39 and "per_core" in record["ratio"]  # see pipeline/tools/perf/keywords.py
 
 
 def test_perf_tokens_reports_both_paths_and_the_same_tokens(capsys):
@@ -84,7 +85,7 @@ def test_perf_memory_measures_every_stage_in_a_subprocess(capsys):
 
 
 def test_perf_memory_reports_the_ratio_of_the_two_sizes(capsys, monkeypatch):
-    from pipeline.perf import memory
+    from pipeline.tools.perf import memory
 
     monkeypatch.setattr(memory, "corpus", lambda work, n, seed: None)
     monkeypatch.setattr(memory, "measure_stage", lambda stage, work, args: {
@@ -118,10 +119,9 @@ def test_reference_and_optimised_training_give_the_same_first_loss(world_tower, 
         gen = torch.Generator().manual_seed(7)
         if run == "optimised":
             z_c = text_latents(tower, ids, 64, "cpu", None, truncate=True)[torch.as_tensor(idx)]
-            values.append(smp_loss(tower, phi, rows(masked), z_c, opt, gen).item())
+            values.append(smp_loss(tower, phi, rows(masked), z_c, LincirConfig(), gen, opt.truncate).item())
         else:
-            values.append(reference.smp_loss(tower, phi, rows(ids), rows(masked), reference.train_config(opt, "cpu"),
-                                             gen).item())
+            values.append(reference.smp_loss(tower, phi, rows(ids), rows(masked), LincirConfig(), gen).item())
     assert values[0] == pytest.approx(values[1], rel=1e-5)
 
 
@@ -141,7 +141,7 @@ def test_synthetic_token_arrays_have_open_clip_layout():
 
 
 def test_synthetic_captions_are_seeded_english_of_cc3m_length():
-    from pipeline.backbone import get_tokenizer
+    from pipeline.model.backbone import get_tokenizer
 
     captions = synthetic.caption_list(3000, seed=1)
     assert captions == synthetic.caption_list(3000, seed=1) != synthetic.caption_list(3000, seed=2)

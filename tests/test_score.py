@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from placeholder_images import ANNOTATIONS, linked_root, write_circo_image_info
 
-from pipeline.benchmarks import load_benchmark
-from pipeline.score import main
-from tests.placeholder_images import ANNOTATIONS, linked_root, write_circo_image_info
+from pipeline.evaluation.benchmarks import load_benchmark
+from pipeline.tools.score import main
 
 pytestmark = pytest.mark.skipif(
     not ANNOTATIONS.is_dir(), reason=f"official annotation files not found at {ANNOTATIONS}"
@@ -280,7 +280,7 @@ def test_genecis_scores_per_task_and_their_mean(tmp_path, capsys):
 
 def test_python_dash_m_entry_point(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.score", "cirr", "--root", str(ANNOTATIONS / "CIRR"),
+        [sys.executable, "-m", "pipeline.tools.score", "cirr", "--root", str(ANNOTATIONS / "CIRR"),
          "--predictions", str(tmp_path / "missing.json")],
         cwd=REPO, capture_output=True, text=True, env={"PYTHONPATH": str(REPO)},
     )
@@ -315,7 +315,7 @@ def test_a_huge_unknown_id_is_quoted_short(cirr_files, tmp_path, capsys):
 
 
 def test_lincir_version(capsys):
-    from pipeline.cli import main as lincir
+    from pipeline.tools.cli import main as lincir
 
     with pytest.raises(SystemExit) as done:
         lincir(["--version"])

@@ -8,19 +8,17 @@ import threading
 from pathlib import Path
 
 import pytest
+import search_world
 from PIL import Image
 
-from pipeline.search.serve import create_app
-
-import search_world as W
-from search_world import world  # noqa: F401  (the fixture)
+from pipeline.tools.search.serve import create_app
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
 @pytest.fixture(scope="module")
-def client(world):
-    return create_app(world["searcher"], max_upload_mb=0.05).test_client()
+def client(photo_index):
+    return create_app(photo_index["searcher"], max_upload_mb=0.05).test_client()
 
 
 def png_bytes(path: Path) -> bytes:
@@ -37,20 +35,20 @@ def test_page_and_info(client):
     assert info["images"] == 60 and info["index"] == "flat" and info["backbone"] == "lincir-world"
 
 
-def test_search_by_index_entry_and_by_upload(client, world):
-    ref, condition, truths = next(W.queries())
+def test_search_by_index_entry_and_by_upload(client, photo_index):
+    ref, condition, truths = next(search_world.queries())
     body = client.post("/api/search", data={"ref": ref, "text": condition, "k": "5"}).get_json()
     assert body["mode"] == "composed" and {r["path"] for r in body["results"][:2]} == truths
     assert body["results"][0]["thumb"] == f"/api/thumb/{body['results'][0]['path']}"
-    upload = {"image": (io.BytesIO(png_bytes(world["photos"] / ref)), "mine.png"), "text": condition, "k": "5"}
+    upload = {"image": (io.BytesIO(png_bytes(photo_index["photos"] / ref)), "mine.png"), "text": condition, "k": "5"}
     uploaded = client.post("/api/search", data=upload, content_type="multipart/form-data").get_json()
     assert {r["path"] for r in uploaded["results"][:2]} == truths
     text_only = client.post("/api/search", data={"text": "is red"}).get_json()
     assert text_only["mode"] == "text" and len(text_only["results"]) == 20
 
 
-def test_thumbnails_only_of_index_entries(client, world):
-    ok = client.get("/api/thumb/" + W.thing_path("star", "red", 0))
+def test_thumbnails_only_of_index_entries(client, photo_index):
+    ok = client.get("/api/thumb/" + search_world.thing_path("star", "red", 0))
     assert ok.status_code == 200 and ok.mimetype == "image/jpeg"
     assert Image.open(io.BytesIO(ok.data)).size == (64, 64)  # never enlarged
     for path, status in [("nope.png", 404), ("../photos.index/index.json", 400), ("star/../../backbone/aligned.pt", 400),
@@ -72,15 +70,15 @@ def test_bad_queries_are_4xx_with_a_message(client, data, status, message):
     assert response.status_code == status and message in response.get_json()["error"]
 
 
-def test_uploads_that_are_not_images_or_too_large(client, world):
+def test_uploads_that_are_not_images_or_too_large(client, photo_index):
     not_image = {"image": (io.BytesIO(b"%PDF-1.4 not an image"), "cat.png"), "text": "is red"}
     response = client.post("/api/search", data=not_image, content_type="multipart/form-data")
     assert response.status_code == 415 and "not an image" in response.get_json()["error"]
     big = {"image": (io.BytesIO(os.urandom(80_000)), "big.png"), "text": "is red"}  # over the 0.05 MB limit
     response = client.post("/api/search", data=big, content_type="multipart/form-data")
     assert response.status_code == 413 and "larger than 0.05 MB" in response.get_json()["error"]
-    both = {"image": (io.BytesIO(png_bytes(world["photos"] / W.thing_path("star", "red", 0))), "a.png"),
-            "ref": W.thing_path("star", "red", 0)}
+    both = {"image": (io.BytesIO(png_bytes(photo_index["photos"] / search_world.thing_path("star", "red", 0))), "a.png"),
+            "ref": search_world.thing_path("star", "red", 0)}
     assert client.post("/api/search", data=both, content_type="multipart/form-data").status_code == 400
 
 
@@ -93,10 +91,10 @@ def test_unknown_routes_and_methods_are_json(client):
 
 
 @pytest.fixture
-def served(world):
-    from pipeline.search.serve import make
+def served(photo_index):
+    from pipeline.tools.search.serve import make
 
-    server = make(world["searcher"], port=0)
+    server = make(photo_index["searcher"], port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/"
@@ -105,7 +103,7 @@ def served(world):
 
 @pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
                     reason="needs Debian's chromium and chromium-driver (`make test` installs them as root)")
-def test_the_page_in_headless_chromium(served, world, tmp_path, monkeypatch):
+def test_the_page_in_headless_chromium(served, photo_index, tmp_path, monkeypatch):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -120,9 +118,9 @@ def test_the_page_in_headless_chromium(served, world, tmp_path, monkeypatch):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
-        ref, condition, truths = next(W.queries())
+        ref, condition, truths = next(search_world.queries())
         upload = tmp_path / "my reference.png"
-        shutil.copy(world["photos"] / ref, upload)
+        shutil.copy(photo_index["photos"] / ref, upload)
         driver.get(served)
         wait = WebDriverWait(driver, 20)
         wait.until(lambda d: "60 images" in d.find_element(By.ID, "info").text)
@@ -146,7 +144,7 @@ def test_the_page_in_headless_chromium(served, world, tmp_path, monkeypatch):
             shutil.copy(shot, os.environ["LINCIR_SCREENSHOT"])
 
         # the other way to give a reference: an entry of the index, typed (or picked from the list)
-        pick, condition, truths = list(W.queries())[7]
+        pick, condition, truths = list(search_world.queries())[7]
         driver.find_element(By.ID, "ref").send_keys(pick + Keys.TAB)  # the change event clears the upload
         text = driver.find_element(By.ID, "text")
         text.clear()

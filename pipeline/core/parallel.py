@@ -12,7 +12,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from pipeline.core.errors import PipelineError
 

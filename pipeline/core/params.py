@@ -38,8 +38,9 @@ def section(params: dict, name: str) -> dict:
 T = typing.TypeVar("T")
 
 
-def typed(cls: type[T], values: dict, where: str) -> T:
+def typed(cls: type[T], values: dict, where: str, complete: bool = True) -> T:
     """`cls(**values)` with every value checked against the field's annotation: unknown keys,
+    missing keys (params.yaml holds every knob; `complete=False` lets the dataclass fill them),
     wrong types ("fast" for a float) and failed `check()`s are errors that name `where.key`.
     A float written by hand as `1e-4` (PyYAML reads a string, DVC a float) is a float."""
     if not isinstance(values, dict):
@@ -49,7 +50,12 @@ def typed(cls: type[T], values: dict, where: str) -> T:
     unknown = sorted(map(str, set(values) - set(fields)))
     if unknown:
         raise PipelineError(f"params.yaml: unknown key {where}.{unknown[0]}; valid keys of {where}: {', '.join(fields)}")
-    obj = cls(**{k: _coerce(f"{where}.{k}", v, hints[k]) for k, v in values.items()})
+    coerced = {k: _coerce(f"{where}.{k}", v, hints[k]) for k, v in values.items()}
+    missing = [f for f in fields if f not in values]
+    if complete and missing:
+        raise PipelineError(f"params.yaml: {where}.{missing[0]} is missing; every key of {where} must be set "
+                            f"({', '.join(fields)}; docs/params.md)")
+    obj = cls(**coerced)
     check = getattr(obj, "check", None)
     if check:
         check()
@@ -109,3 +115,21 @@ def at_least(name: str, value, low) -> None:
 def below(name: str, value, high) -> None:
     if value >= high:
         raise PipelineError(f"params.yaml: {name} must be below {high}, not {value!r}")
+
+
+def lookup(params: dict, key: str):
+    """A param by its dotted name: `lincir.noise_scale`."""
+    node = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise PipelineError(f"params.yaml has no {key}")
+        node = node[part]
+    return node
+
+
+def value(params: dict, key: str, kind: type, low=None):
+    """One param by its dotted name, typed like `typed` does, and at least `low`."""
+    out = _coerce(key, lookup(params, key), kind)
+    if low is not None:
+        at_least(key, out, low)
+    return out

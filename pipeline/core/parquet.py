@@ -1,8 +1,8 @@
 """Streaming reads of Parquet tables in bounded memory."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -1,7 +1,8 @@
 """A name -> object registry, so params select implementations without if/else chains."""
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from pipeline.core.errors import PipelineError
 

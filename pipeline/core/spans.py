@@ -1,8 +1,8 @@
-"""Maximal runs of flagged tokens: keyword spans (pipeline/keywords.py) and the spans
-the masking strategies pick (pipeline/masking.py)."""
+"""Maximal runs of flagged tokens: keyword spans (pipeline/data/keywords.py) and the spans
+the masking strategies pick (pipeline/data/masking.py)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def runs(flags: Sequence[bool]) -> list[tuple[int, int]]:

@@ -1,51 +1,97 @@
-"""What every stage script shares: params, the device, and errors as messages, not tracebacks."""
+"""What every stage script shares: its paths from the dvc.yaml command line, exactly the params it
+declares, the device, and errors as one line.
+
+A stage script declares PARAMS, the params.yaml keys that dvc.yaml lists for it (a section, a
+`section.key`, or `${key}` for a section named by another param, as in dvc.yaml), and UNTRACKED,
+those it reads although they change no output (worker counts, batch sizes of pure functions), which
+dvc.yaml leaves out on purpose. Its `main` sees params.yaml cut down to these keys, so a param read
+but not declared is an error in the first run, and tests/test_dvc_deps.py checks that dvc.yaml
+lists PARAMS and nothing else.
+"""
 from __future__ import annotations
 
-import errno
+import argparse
 import hashlib
-import json
+import re
+import shutil
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable
 
-from pipeline.core.errors import PipelineError
-from pipeline.core.params import load_params
+from pipeline.core.errors import PipelineError, one_line
+from pipeline.core.params import load_params, lookup
 
 ROOT = Path(__file__).resolve().parents[2]
-# OS errors that are the machine's state, not a bug: answered with a message, not a traceback
-FILE_SYSTEM_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-                      errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-                      errno.EPERM: "permission denied"}
+REFERENCE = re.compile(r"\$\{([^}]+)\}")
 
 
-def run(main: Callable[[dict], None]) -> None:
-    """Calls `main(params)`; a PipelineError, a full disk or a denied write becomes one clear
-    message and exit code 1."""
-    try:
-        main(load_params())
-    except PipelineError as e:
-        fail(str(e))
-    except OSError as e:
-        if e.errno not in FILE_SYSTEM_ERRORS:
-            raise
-        fail(f"{FILE_SYSTEM_ERRORS[e.errno]} ({e.filename or e.strerror}): free space or fix permissions, then re-run")
+def arguments(doc: str | None, key: str | None = None, **paths: str) -> argparse.ArgumentParser:
+    """A parser for a stage script: its docstring, `key` (a dvc.yaml `foreach` stage's `${key}`,
+    e.g. the benchmark name) when given its help, and one required `--name PATH` per keyword."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if key:
+        parser.add_argument("key", help=key)
+    for name, help in paths.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True, help=help)
+    return parser
 
 
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(1)
+def run(main: Callable[[dict, argparse.Namespace], None], params: Sequence[str] | None, untracked: Sequence[str] = (),
+        parser: argparse.ArgumentParser | None = None) -> None:
+    """Parses the command line, then calls `main(declared params, args)` behind the error boundary;
+    `params` None: the whole of params.yaml (the params stage)."""
+    args = (parser or arguments(None)).parse_args()
+    variables = {"key": args.key} if "key" in args else {}
+
+    def call() -> None:
+        everything = load_params()
+        main(everything if params is None else declared(everything, [*params, *untracked], variables), args)
+
+    sys.exit(one_line(call))
+
+
+def resolve(key: str, params: dict, variables: dict | None = None) -> str:
+    """`benchmarks.${key}` -> `benchmarks.world_dev` (a foreach stage's key) and `${method}` -> `lincir`
+    (a param's value), as DVC interpolates dvc.yaml."""
+    variables = variables or {}
+    return REFERENCE.sub(lambda m: str(variables[m.group(1)] if m.group(1) in variables
+                                       else lookup(params, m.group(1))), key)
+
+
+def declared(params: dict, keys: Sequence[str], variables: dict | None = None) -> dict:
+    """params.yaml cut down to `keys`: what a stage may read."""
+    out: dict = {}
+    for key in keys:
+        key = resolve(key, params, variables)
+        value = lookup(params, key)
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def fresh(folder: Path) -> Path:
+    """An empty `folder`: a stage's outputs are rebuilt whole (DVC removes them too, a run by hand may not)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def require(path: Path, stage: str) -> None:
+    if not path.exists():
+        raise PipelineError(f"{path} not found: run the {stage} stage first (dvc repro {stage})")
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 'es' if noun.endswith('s') else 's'}"
 
 
 def device() -> str:
     import torch  # here, not at the top: ingest and keywords never need torch's 600 MB
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def write_json(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 def code_fingerprint() -> str:

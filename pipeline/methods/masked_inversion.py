@@ -15,9 +15,9 @@ here are params, and docs/methods/masked_inversion.md says why each default was 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -26,16 +26,17 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.benchmarks import ImageSource, open_image, to_rgb
-from pipeline.cam import CAM, TRUE_MASK_LEVEL, iou
 from pipeline.core.errors import PipelineError, quoted
 from pipeline.core.params import at_least, below
 from pipeline.core.registry import Registry
-from pipeline.methods import METHODS, Method, Run
-from pipeline.methods.pic2word import check_prompt, contrastive, image_latents, logit_scale, prompt_ids
-from pipeline.pairs import caption_nouns
-from pipeline.text_encoder import encode
-from pipeline.train import Objective, fit, new_phi
+from pipeline.data.images import ImageSource, open_image, to_rgb
+from pipeline.data.pairs import caption_nouns
+from pipeline.evaluation.metrics import iou
+from pipeline.methods.base import METHODS, Method, Run
+from pipeline.methods.common import check_prompt, contrastive, image_latents, logit_scale, prompt_ids
+from pipeline.model.cam import CAM, TRUE_MASK_LEVEL
+from pipeline.model.text_encoder import encode
+from pipeline.training.loop import Objective, fit, new_phi
 
 # Nouns that name the picture, its style or a place in it rather than a thing shown: web
 # alt-text is full of them ("stock photo", "vector illustration", "on the left").
@@ -54,7 +55,7 @@ class MaskedInversionConfig:
     """params.yaml `masked_inversion`."""
 
     mask: str = "cam"  # cam: CAM of the frozen CLIP for the noun; oracle: the pairs' true object masks
-    cam: str = "gradcam"  # pipeline/cam.py CAM
+    cam: str = "gradcam"  # pipeline/model/cam.py CAM
     tau: float = 0.3  # CAM threshold (the paper ablates 0.2, 0.3, 0.4)
     cam_prompt: str = "a photo of a {}"  # the text the CAM explains
     fill: str = "mean"  # FILL: what the masked pixels become

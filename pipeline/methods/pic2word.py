@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from pipeline.core.errors import PipelineError, quoted
-from pipeline.core.placeholder import PLACEHOLDER
-from pipeline.methods import METHODS, Method, Run
-from pipeline.text_encoder import encode
-from pipeline.train import Objective, fit, new_phi
+from pipeline.methods.base import METHODS, Method, Run
+from pipeline.methods.common import check_prompt, contrastive, image_latents, logit_scale, prompt_ids
+from pipeline.model.text_encoder import encode
+from pipeline.training.loop import Objective, fit, new_phi
 
 
 @dataclass
@@ -27,32 +24,6 @@ class Pic2WordConfig:
 
     def check(self) -> None:
         check_prompt("pic2word.prompt", self.prompt)
-
-
-def check_prompt(name: str, prompt: str, fields: int = 0) -> None:
-    if prompt.count(PLACEHOLDER) != 1 or prompt.count("{}") != fields:
-        what = f"one {PLACEHOLDER!r}" + (f" and {fields} '{{}}'" if fields else " and no '{}'")
-        raise PipelineError(f"params.yaml: {name} must hold {what}; not {quoted(prompt)}")
-
-
-def contrastive(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
-    """Symmetric InfoNCE: row i of a matches row i of b, against every other row of the batch."""
-    logits = scale * F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
-    labels = torch.arange(len(a), device=a.device)
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-
-
-def image_latents(run: Run) -> torch.Tensor:
-    """The latents of the pairs' images (data/pairs/latents.npy), as phi reads them (unnormalised)."""
-    return torch.from_numpy(np.load(run.pairs / "latents.npy").astype(np.float32)).to(run.device)
-
-
-def prompt_ids(run: Run, prompts: list[str]) -> torch.Tensor:
-    return run.backbone.tokenizer(prompts).long().to(run.device)
-
-
-def logit_scale(run: Run) -> torch.Tensor:
-    return run.backbone.model.logit_scale.detach().exp().float()
 
 
 def train(run: Run):

@@ -14,17 +14,17 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipeline.core.params import at_least
-from pipeline.methods import METHODS, Method, Run
-from pipeline.methods.pic2word import check_prompt, contrastive, image_latents, prompt_ids
-from pipeline.pairs import caption_nouns
-from pipeline.text_encoder import encode
-from pipeline.train import Objective, fit, new_phi, text_latents
+from pipeline.data.pairs import caption_nouns
+from pipeline.methods.base import METHODS, Method, Run
+from pipeline.methods.common import check_prompt, contrastive, image_latents, prompt_ids
+from pipeline.model.text_encoder import encode
+from pipeline.training.batches import text_latents
+from pipeline.training.loop import Objective, fit, new_phi
 
 
 @dataclass

@@ -1,0 +1,73 @@
+"""Files written whole or not at all, files known by their content, and whether the network is off.
+
+Every file the project writes goes through `atomic`: it is written under a temporary name
+beside its destination and renamed over it only when complete, so a killed or failed run
+leaves the previous file whole (or none), never a half-written one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic(path: str | Path) -> Iterator[Path]:
+    """Yields a temporary path beside `path`; renamed to `path` when the block ends without error,
+    removed when it raises."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | Path, obj, indent: int | None = 2, newline: bool = True, sort_keys: bool = False) -> None:
+    write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + ("\n" if newline else ""))
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_stat(path: str | Path) -> list[int]:
+    """Size and mtime: a file whose stat is unchanged since it was hashed is trusted unhashed (as make and DVC do)."""
+    st = Path(path).stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def save_checkpoint(model, path: str | Path, extra: dict | None = None) -> None:
+    """A module's state dict (and `extra`) with torch.save, atomically."""
+    import torch  # here: most importers of this module never need torch
+
+    from pipeline.core.errors import PipelineError
+
+    try:
+        with atomic(path) as tmp:
+            torch.save({"state_dict": model.state_dict(), **(extra or {})}, tmp)
+    except RuntimeError as e:  # torch reports a failed write (a full disk) as a RuntimeError
+        raise PipelineError(f"cannot write {path}: {str(e)[:200]}; is the disk full?") from None
+
+
+def offline() -> bool:
+    """HF_HUB_OFFLINE, read at call time: huggingface_hub reads it once, at import, and it may
+    have been set since."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}

@@ -1,0 +1,78 @@
+"""Contrastive training of an open_clip model on image-caption pairs, with open_clip's
+own CLIP loss. This is how the offline default backbone (`pretrained: world`) is made;
+for real backbones the weights come from their authors instead."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from open_clip.loss import ClipLoss
+from PIL import Image
+from tqdm import tqdm
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import at_least
+
+
+@dataclass
+class WorldTraining:
+    """params.yaml `backbone.world_training`: the CLIP training of the world backbone."""
+
+    steps: int = 300
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    seed: int = 0
+
+    def check(self) -> None:
+        for name in ("steps", "batch_size"):
+            at_least(f"backbone.world_training.{name}", getattr(self, name), 1)
+        at_least("backbone.world_training.weight_decay", self.weight_decay, 0)
+        at_least("backbone.world_training.seed", self.seed, 0)
+        if self.lr <= 0:
+            raise PipelineError(f"params.yaml: backbone.world_training.lr must be positive, not {self.lr!r}")
+
+
+def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, *, steps: int, batch_size: int,
+               lr: float, weight_decay: float, seed: int) -> list[float]:
+    """images [N, 3, H, W] preprocessed; tokens [N, K, C]: K captions of each image, one drawn per step."""
+    torch.manual_seed(seed)
+    gen = np.random.default_rng(seed)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay: CLIP's schedule
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    loss_fn = ClipLoss()
+    losses = []
+    bar = tqdm(range(steps), desc="backbone contrastive training", unit="step")
+    for _ in bar:
+        idx = torch.from_numpy(gen.choice(len(images), size=batch_size, replace=False))
+        pick = torch.from_numpy(gen.integers(tokens.shape[1], size=batch_size))
+        image_features, text_features, logit_scale = model(images[idx], tokens[idx, pick])[:3]
+        loss = loss_fn(image_features, text_features, logit_scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    return losses
+
+
+def world_pairs(world: Path, backbone, split: str) -> tuple[pl.DataFrame, torch.Tensor, torch.Tensor]:
+    """The world's pairs of `split` as the backbone (a pipeline.model.backbone.Backbone) reads them:
+    the table, images [N, 3, H, W] preprocessed, tokens [N, K, C] of their K captions."""
+    pairs = pl.read_parquet(world / "pairs.parquet").filter(pl.col("split") == split)
+    images = torch.stack([backbone.preprocess(Image.open(world / f).convert("RGB"))
+                          for f in tqdm(pairs["file"], desc=f"loading {split} images", unit="img")])
+    captions = pairs["captions"].to_list()
+    tokens = backbone.tokenizer([c for cs in captions for c in cs]).view(len(captions), len(captions[0]), -1)
+    return pairs, images, tokens

@@ -1,5 +1,0 @@
-import sys
-
-from pipeline.perf import main
-
-sys.exit(main())

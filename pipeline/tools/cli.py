@@ -1,0 +1,31 @@
+"""`lincir`: the project's command line. Each subcommand lives in its own module and
+registers itself with `add_parser(subparsers)`; the pipeline itself runs with `dvc repro`."""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import sys
+
+from pipeline.core.errors import one_line
+from pipeline.tools import cam, perf, score, submit
+from pipeline.tools.experiments import ablate
+from pipeline.tools.search import commands as search
+
+COMMANDS = [score, submit, ablate, perf, search, cam]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lincir",
+        description="LinCIR pipeline tools. The pipeline itself runs with `dvc repro` (see README.md).")
+    parser.add_argument("--version", action="version",
+                        version=f"lincir {importlib.metadata.version('lincir-pipeline')}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(subparsers)
+    args = parser.parse_args(argv)
+    return one_line(lambda: args.func(args))  # every command answers bad input the same way
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`lincir ablate`: the paper's ablations as DVC experiments, and RESULTS.md from them."""

@@ -1,0 +1,232 @@
+"""`lincir ablate`: the paper's ablations as DVC experiments, and RESULTS.md from them.
+
+    lincir ablate run --seeds 3          one `dvc exp run` per cell, skipping finished ones
+    lincir ablate run --groups method    the zero-shot CIR methods side by side (pipeline/methods/)
+    lincir ablate report                 RESULTS.md + docs/results.png from `dvc exp show --json`
+    lincir ablate report --rev A --rev B the experiments derived from these commits (a grid run in parts)
+
+Each cell is an experiment named `<group>-<value>-s<seed>` (`noise-gaussian-s1`): a run that
+is interrupted keeps the experiments it finished, and the next `run` skips them by name, also
+after a new commit (DVC's run cache also restores stages that had finished inside the
+interrupted one).
+Commit your changes first: experiments are derived from the last commit. Every cell sets every
+grid param (the others to their committed value), because `dvc exp run` leaves the previous
+experiment's params in the workspace. The train stage's wall time of each experiment goes to
+logs/ablate_times.json (a wall time is no result for DVC to cache), and `report` adds it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline.core.errors import PipelineError
+from pipeline.tools.experiments.grid import GROUPS, METRICS, NAME
+from pipeline.tools.experiments.results import write_results
+
+TRAIN_TIME = Path("logs/train.json")  # written by stages/train.py
+TIMES = Path("logs/ablate_times.json")
+
+
+def grid_params() -> list[str]:
+    """Every param some group sets, in a fixed order."""
+    return list(dict.fromkeys(p for g in GROUPS.values() for p in (g.param, *g.seed_params)))
+
+
+def cells(groups: list[str], seeds: int, base: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """(experiment name, `-S` overrides) for every cell of the grid, seed by seed, so that an
+    interrupted run has every value of every group for its first seeds. `base` holds the
+    committed value of each grid param; a cell overrides all of them."""
+    out = []
+    for seed in range(seeds):
+        for g in groups:
+            group = GROUPS[g]
+            for value in group.values:
+                values = {**base, group.param: value, **{p: str(seed) for p in group.seed_params}}
+                out.append((f"{g}-{value}-s{seed}", [f"{p}={values[p]}" for p in grid_params()]))
+    return out
+
+
+def committed_params() -> dict[str, str]:
+    """The last commit's value of every grid param (what a cell does not vary)."""
+    import yaml
+
+    done = subprocess.run(["git", "show", "HEAD:params.yaml"], capture_output=True, text=True)
+    if done.returncode:
+        raise PipelineError(f"cannot read the committed params.yaml: {done.stderr.strip()}")
+    params, out = yaml.safe_load(done.stdout), {}
+    for dotted in grid_params():
+        node = params
+        for key in dotted.split("."):
+            if not isinstance(node, dict) or key not in node:
+                raise PipelineError(f"params.yaml of the last commit has no {dotted}")
+            node = node[key]
+        out[dotted] = str(node)
+    return out
+
+
+def dvc(*args: str) -> str:
+    # stage commands say `python`: this interpreter's, also when its environment is not activated
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise PipelineError(f"dvc {' '.join(args)} failed:\n{done.stderr.strip()[-2000:]}")
+    return done.stdout
+
+
+def finished() -> set[str]:
+    """Experiment names at any commit: a cell runs once (`dvc exp remove` it to run it again),
+    so a grid resumed after a commit adds no second copy of a cell that `report` would refuse."""
+    return {line.strip() for line in dvc("exp", "list", "--all-commits", "--name-only").splitlines() if line.strip()}
+
+
+def run(args: argparse.Namespace) -> int:
+    todo = cells(args.groups, args.seeds, committed_params())
+    done = finished()
+    left = [(name, o) for name, o in todo if name not in done]
+    print(f"ablate: {len(todo)} experiments, {len(todo) - len(left)} already finished, {len(left)} to run")
+    for i, (name, overrides) in enumerate(left, 1):
+        print(f"[{i}/{len(left)}] dvc exp run -n {name} " + " ".join(f"-S {o}" for o in overrides), flush=True)
+        if not args.dry_run:
+            start = time.time()
+            dvc("exp", "run", "-n", name, *(a for o in overrides for a in ("-S", o)))
+            record_train_time(name, start)
+            print(f"      {name} finished in {(time.time() - start) / 60:.1f} min", flush=True)
+    return 0
+
+
+def record_train_time(name: str, start: float) -> None:
+    """The train stage's wall time of experiment `name` into TIMES; none when the stage was
+    restored from DVC's cache (its log is older than the experiment) or resumed a checkpoint."""
+    if not TRAIN_TIME.is_file() or TRAIN_TIME.stat().st_mtime < start:
+        return
+    log = json.loads(TRAIN_TIME.read_text())
+    if log.get("resumed"):
+        return
+    times = json.loads(TIMES.read_text()) if TIMES.is_file() else {}
+    times[name] = {"seconds": log["seconds"], "device": log.get("device")}
+    TIMES.parent.mkdir(parents=True, exist_ok=True)
+    TIMES.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
+
+
+def train_times(path: Path) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """{group: {value: (mean, std, n)}} of the recorded train-stage seconds, over seeds."""
+    if not path.is_file():
+        return {}
+    seen: dict = {}
+    for name, t in json.loads(path.read_text()).items():
+        m = NAME.fullmatch(name)
+        if m and m["group"] in GROUPS:
+            seen.setdefault(m["group"], {}).setdefault(m["value"], []).append(t["seconds"])
+    return {g: {v: spread(s) for v, s in values.items()} for g, values in seen.items()}
+
+
+def spread(values: list[float]) -> tuple[float, float, int]:
+    """(mean, std, n) over seeds; one seed has std 0."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+
+
+def rows(show: list) -> list[dict]:
+    """Every experiment of `dvc exp show --json` as {name, commit, metrics: {(bench, metric): value}};
+    commit is the short hash of the commit the experiment derives from."""
+    out = []
+
+    def visit(node: dict, commit: str | None) -> None:
+        data = node.get("data") or {}
+        metrics = {}
+        for path, bench, metric in METRICS:
+            values = ((data.get("metrics") or {}).get(path) or {}).get("data") or {}
+            if metric in values.get(bench, {}):
+                metrics[(bench, metric)] = values[bench][metric]
+        if node.get("name") and metrics:
+            out.append({"name": node["name"], "commit": commit, "metrics": metrics})
+        for exp in node.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                visit(rev, commit)
+
+    for baseline in show:
+        rev = baseline.get("rev")
+        visit(baseline, None if rev in (None, "workspace") else rev[:7])
+    return out
+
+
+def grid_experiments(experiments: list[dict]) -> list[tuple[re.Match, dict]]:
+    """The experiments named like a grid cell; the same cell at two commits is an error, not a
+    silent pick (a grid re-run after a code change, reported with --all-commits or two --rev)."""
+    seen: dict[str, dict] = {}
+    for e in experiments:
+        m = NAME.fullmatch(e["name"])
+        if not m or m["group"] not in GROUPS:
+            continue
+        if e["name"] in seen and seen[e["name"]].get("commit") != e.get("commit"):
+            raise PipelineError(f"experiment {e['name']} exists at commits {seen[e['name']].get('commit')} and "
+                                f"{e.get('commit')}: pick the commits with --rev, or remove one "
+                                "(`dvc exp remove <name> --rev <commit>`)")
+        seen[e["name"]] = e
+    return [(NAME.fullmatch(name), e) for name, e in seen.items()]
+
+
+def summarise(experiments: list[dict]) -> dict:
+    """{group: {value: {(bench, metric): (mean, std, n)}}} over the seeds of each cell."""
+    seen: dict = {}
+    for m, e in grid_experiments(experiments):
+        cell = seen.setdefault(m["group"], {}).setdefault(m["value"], {})
+        for key, value in e["metrics"].items():
+            cell.setdefault(key, {})[int(m["seed"])] = value
+    return {g: {v: {k: spread(list(s.values())) for k, s in cells_.items()} for v, cells_ in values.items()}
+            for g, values in seen.items()}
+
+
+def commits(experiments: list[dict]) -> dict[str, list[str]]:
+    """{group: the commits its experiments derive from}, for RESULTS.md to name."""
+    out: dict[str, set] = {}
+    for m, e in grid_experiments(experiments):
+        out.setdefault(m["group"], set()).add(e.get("commit") or "workspace")
+    return {g: sorted(c) for g, c in out.items()}
+
+
+def report(args: argparse.Namespace) -> int:
+
+    if args.show is None:
+        which = ["--all-commits"] if args.all_commits else [a for rev in args.rev or [] for a in ("--rev", rev)]
+        show = json.loads(dvc("exp", "show", "--json", *which))
+    else:
+        show = json.loads(Path(args.show).read_text())
+    experiments = rows(show)
+    summary = summarise(experiments)
+    if not summary:
+        raise PipelineError("no finished ablation experiments found: run `lincir ablate run` first")
+    write_results(summary, Path(args.out), Path(args.png), commits(experiments), train_times(Path(args.times)))
+    print(f"wrote {args.out} and {args.png}")
+    return 0
+
+
+HELP = "queue the paper's ablations as DVC experiments, and build RESULTS.md from them"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("ablate", help=HELP, description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = parser.add_subparsers(dest="action", required=True)
+    r = actions.add_parser("run", help="run every missing experiment of the grid, one after the other")
+    r.add_argument("--groups", nargs="+", choices=list(GROUPS), default=list(GROUPS), help="which ablations")
+    r.add_argument("--seeds", type=int, default=3, help="seeds a cell (default 3: mean and std)")
+    r.add_argument("--dry-run", action="store_true", help="print the dvc commands without running them")
+    r.set_defaults(func=run)
+    p = actions.add_parser("report", help="write RESULTS.md and its picture from the finished experiments")
+    p.add_argument("--out", default="RESULTS.md")
+    p.add_argument("--png", default="docs/results.png")
+    p.add_argument("--show", help="read this saved `dvc exp show --json` instead of asking dvc")
+    p.add_argument("--times", default=str(TIMES), help=f"train-stage wall times that `run` recorded (default {TIMES})")
+    p.add_argument("--rev", action="append", metavar="COMMIT",
+                   help="experiments derived from this commit (repeat for several; default: the last commit's)")
+    p.add_argument("--all-commits", action="store_true",
+                   help="experiments derived from every commit (RESULTS.md names each group's commits)")
+    p.set_defaults(func=report)
+    return parser

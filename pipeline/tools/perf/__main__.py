@@ -1,0 +1,5 @@
+import sys
+
+from pipeline.tools.perf import main
+
+sys.exit(main())

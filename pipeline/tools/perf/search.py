@@ -1,0 +1,91 @@
+"""`lincir perf search`: per-query latency of `lincir search`'s FAISS indexes at scale."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from pipeline.tools.perf.common import report
+
+HELP = "search latency (p50/p95 ms per query) of flat, ivf and hnsw indexes on synthetic embeddings"
+DESCRIPTION = f"""{HELP}.
+
+Each index is built by pipeline.evaluation.gallery.build_index, as `lincir index --index KIND` builds
+it (IVF: ~4 sqrt(n) lists searched with nprobe = lists / 8; HNSW32 with efSearch 128), over
+--sizes synthetic latents of --dim dimensions in 1,000 Gaussian clusters (image latents are
+clustered, not uniform). Queries are drawn from the same clusters and searched one at a
+time (as `lincir search` and `lincir serve` do), after 5 warm-up queries; the time is the
+FAISS search alone (encoding a query is the backbone's cost, the same for every index).
+recall@k: the share of flat's top k that the approximate index also returns."""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("search", help=HELP, description=DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000], help="index sizes (default: 100000)")
+    p.add_argument("--dim", type=int, default=768, help="latent dimension (default: 768, ViT-L/14)")
+    p.add_argument("--kinds", nargs="+", default=["flat", "ivf", "hnsw"], help="index kinds (default: all)")
+    p.add_argument("--queries", type=int, default=200, help="timed queries per index (default: 200)")
+    p.add_argument("-k", type=int, default=20, help="results per query (default: 20)")
+    p.add_argument("--threads", type=int, help="FAISS threads (default: FAISS's, the cores available)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def clustered(n: int, d: int, seed: int, clusters: int = 1000, chunk: int = 100_000):
+    """[n, d] float32 latents around `clusters` centres (the same centres for every seed)."""
+    import numpy as np
+
+    centres = np.random.default_rng(12345).standard_normal((clusters, d), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, d), np.float32)
+    for start in range(0, n, chunk):  # in chunks: no float64 temporaries of the whole array
+        m = min(chunk, n - start)
+        out[start:start + m] = centres[rng.integers(0, clusters, m)]
+        out[start:start + m] += 0.7 * rng.standard_normal((m, d), dtype=np.float32)
+    return out
+
+
+def run(args) -> int:
+    import faiss
+    import numpy as np
+
+    from pipeline.evaluation.gallery import INDEX, build_index, normalise
+
+    for kind in args.kinds:
+        INDEX.get(kind)
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
+    queries = normalise(clustered(args.queries + 5, args.dim, args.seed + 1)).astype(np.float32)
+    rows, exact = [], {}
+    for n in args.sizes:
+        latents = clustered(n, args.dim, args.seed)
+        for kind in args.kinds:
+            start = time.perf_counter()
+            index = build_index(latents, np.arange(n), kind)
+            built = time.perf_counter() - start
+            for q in queries[:5]:
+                index.search(q[None], args.k)
+            times, found = [], []
+            for q in queries[5:]:
+                start = time.perf_counter()
+                _, ids = index.search(q[None], args.k)
+                times.append(time.perf_counter() - start)
+                found.append(ids[0])
+            if kind == "flat":
+                exact[n] = found
+            recall = (float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(exact[n], found)]))
+                      if n in exact else None)
+            rows.append({"path": f"{kind} @ {n:,}", "p50_ms": 1e3 * float(np.percentile(times, 50)),
+                         "p95_ms": 1e3 * float(np.percentile(times, 95)), "build_s": built,
+                         f"recall@{args.k}": recall, "factory": INDEX.get(kind)(args.dim, n)})
+            del index
+        del latents
+    by = {r["path"]: r for r in rows}
+    n = args.sizes[-1]
+    ratio = {f"{kind}_p50_speedup": by[f"flat @ {n:,}"]["p50_ms"] / by[f"{kind} @ {n:,}"]["p50_ms"]
+             for kind in args.kinds if kind != "flat" and f"flat @ {n:,}" in by}
+    setup = {"sizes": args.sizes, "dim": args.dim, "queries": args.queries, "k": args.k,
+             "faiss": faiss.__version__, "threads": faiss.omp_get_max_threads()}
+    report("search", setup, ["p50_ms", "p95_ms", "build_s", f"recall@{args.k}", "factory"], rows, ratio,
+           ratio_label=f"flat / approximate p50 at {n:,}")
+    return 0

@@ -1,0 +1,1 @@
+"""The training loop every method shares: batches, precision, checkpoints and resuming, validation."""

@@ -1,0 +1,174 @@
+"""The training loop every method shares (nanoGPT-style: one readable function, `fit`).
+
+A method hands `fit` an Objective: how many training rows it has and the loss of a batch of
+them (LinCIR's SMP in pipeline/methods/lincir.py; the others beside it). `fit` runs AdamW on
+phi for `train.steps` batches, logs the loss, scores phi on the dev benchmark and keeps the
+best, and saves a resumable state every `checkpoint_every` steps.
+
+Speed without changing the result: bf16 autocast and fused AdamW on GPU, batches bucketed
+by length, data parallel over GPUs when started with torchrun (DDP). Every step's randomness
+(batch order, noise, dropout) is derived from (seed, step), so a run resumed from a
+checkpoint continues exactly as if it had never stopped.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.core.errors import PipelineError, quoted
+from pipeline.core.params import at_least, below, section, typed
+from pipeline.model.phi import PHI, build_phi
+from pipeline.model.text_encoder import TextTower
+from pipeline.training.batches import PRECISIONS, Dist, autocast, batch_indices
+from pipeline.training.resume import resumable, save_training_state
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 600
+    batch_size: int = 512  # global: split across processes under torchrun
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    phi_variant: str = "paper"
+    dropout: float = 0.5
+    seed: int = 0
+    cache_targets: bool = True  # z_c of every caption computed once instead of every step
+    truncate: bool = True  # cut each batch after its longest EOT (exact)
+    bucket_by_length: bool = True  # batches of captions of similar length: less padding
+    precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU; or fp32, bf16, fp16
+    compile: bool = False  # torch.compile the text tower + phi step
+    checkpoint_every: int = 200
+    log_every: int = 10  # steps between logged points (reading the loss waits for the GPU)
+    validate_every: int = 100  # score phi on the dev benchmark every N steps and keep the best; 0: off
+    validate_on: str = "world_dev"  # the dev benchmark's name in params.yaml `benchmarks` (stages/train.py)
+    validate_metric: str = "R@50"  # the paper selects by CIRR dev R@1; on the world R@1 is a query or two
+
+    def check(self) -> None:
+        PHI.get(self.phi_variant)  # before any work
+        if self.precision != "auto" and self.precision not in PRECISIONS:
+            raise PipelineError(f"unknown train.precision {quoted(self.precision)}; valid: auto, {', '.join(PRECISIONS)}")
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            at_least(f"train.{name}", getattr(self, name), 1)
+        for name in ("seed", "validate_every"):
+            at_least(f"train.{name}", getattr(self, name), 0)
+        if self.validate_every and not self.validate_on:
+            raise PipelineError("params.yaml: train.validate_every needs train.validate_on, a benchmark name")
+        for name in ("weight_decay", "dropout"):
+            at_least(f"train.{name}", getattr(self, name), 0)
+        below("train.dropout", self.dropout, 1)
+        if self.lr <= 0:
+            raise PipelineError(f"params.yaml: train.lr must be positive, not {self.lr!r}")
+
+    def autocast_dtype(self, device: str):
+        return PRECISIONS[("bf16" if device == "cuda" else "fp32") if self.precision == "auto" else self.precision]
+
+
+def train_config(params: dict) -> TrainConfig:
+    """params.yaml `train`, typed and checked."""
+    return typed(TrainConfig, section(params, "train"), "train")
+
+
+@dataclass
+class Validation:
+    """Scores phi on a dev benchmark every `every` steps and at the last one; train_phi then
+    returns the best phi (the paper keeps the checkpoint with the best CIRR dev R@1) and
+    records here where it was."""
+
+    score: Callable[[torch.nn.Module], float]
+    every: int
+    best_step: int = -1  # steps trained by the best phi
+    best_score: float = float("-inf")
+    best_state: dict | None = None
+
+    def due(self, done: int, steps: int) -> bool:
+        return done % self.every == 0 or done == steps
+
+    @torch.no_grad()
+    def check(self, phi: torch.nn.Module, done: int) -> float:
+        phi.eval()
+        value = float(self.score(phi))
+        phi.train()
+        if value > self.best_score:  # ties keep the earlier, shorter-trained phi
+            self.best_step, self.best_score = done, value
+            self.best_state = {k: v.detach().clone() for k, v in phi.state_dict().items()}
+        return value
+
+
+def new_phi(tower: TextTower, embed_dim: int, cfg: TrainConfig, device: str) -> torch.nn.Module:
+    torch.manual_seed(cfg.seed)
+    return build_phi(cfg.phi_variant, embed_dim, tower.width, cfg.dropout).to(device)
+
+
+@dataclass
+class Objective:
+    """What `fit` trains phi on: `rows` training rows (captions, or images) and the loss of the
+    batch of rows `idx`, `loss(model, idx, gen)`; `gen` draws the step's noise. LinCIR's is
+    `smp_objective`; the other methods' are in pipeline/methods/."""
+
+    rows: int
+    loss: Callable[[torch.nn.Module, np.ndarray, torch.Generator], torch.Tensor]
+    lengths: np.ndarray | None = None  # tokens a row, to bucket batches by length; None: no bucketing
+    name: str = "SMP"
+
+
+def fit(phi: torch.nn.Module, objective: Objective, cfg: TrainConfig, *, device: str, checkpoint: Path,
+        fingerprint: str = "", log: Callable[[int, dict], None] = lambda step, values: None,
+        validation: Validation | None = None) -> torch.nn.Module:
+    """The training loop every method shares: AdamW on phi for cfg.steps batches of the objective's
+    rows. Returns phi (unwrapped, in eval mode), the best one on `validation` when given.
+    `log(step, {"loss": ...})` sees every logged point once, those of a resumed run's earlier
+    part first (they are in the checkpoint); validation scores come as {"val_<metric>": ...}."""
+    cfg.check()
+    part = Dist.from_env(device)
+    dtype = cfg.autocast_dtype(device)
+    fused = device == "cuda"  # one kernel for the whole AdamW update
+    opt = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    start, history = 0, []
+    state = resumable(checkpoint, cfg, fingerprint, device)
+    if state:
+        phi.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        start, history = state["step"], state["history"]
+        if validation and state.get("best"):
+            validation.best_step, validation.best_score, validation.best_state = state["best"]
+        print(f"resuming phi training at step {start} from {checkpoint}")
+        for step, values in history:
+            log(step, values)
+    model = torch.nn.parallel.DistributedDataParallel(phi) if part.world > 1 else phi
+    bucket = objective.lengths if cfg.bucket_by_length else None
+    phi.train()
+    bar = tqdm(range(start, cfg.steps), desc=f"phi training ({objective.name})", unit="step", initial=start,
+               total=cfg.steps, disable=part.rank > 0)
+    for step in bar:
+        idx = batch_indices(objective.rows, cfg.batch_size, cfg.seed, step, bucket)[part.rank::part.world]
+        seed = (cfg.seed * 1_000_003 + step) * 64 + part.rank
+        gen = torch.Generator(device).manual_seed(seed)  # noise
+        torch.manual_seed(seed)  # dropout
+        with autocast(device, dtype):
+            loss = objective.loss(model, idx, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if part.rank > 0:
+            continue
+        if step % cfg.log_every == 0 or step + 1 == cfg.steps:
+            # only the loss is logged: a wall-clock rate would make DVC-tracked files differ run to run
+            values = {"loss": loss.item()}
+            history.append((step, values))
+            log(step, values)
+            bar.set_postfix(loss=f"{values['loss']:.4f}")
+        if validation and validation.due(step + 1, cfg.steps):
+            values = {f"val_{cfg.validate_metric}": validation.check(phi, step + 1)}
+            history.append((step, values))
+            log(step, values)
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            best = (validation.best_step, validation.best_score, validation.best_state) if validation else None
+            save_training_state(phi, opt, step + 1, cfg, fingerprint, checkpoint, history, best)
+    if validation and validation.best_state is not None and part.rank == 0:
+        phi.load_state_dict(validation.best_state)
+    return phi.eval()
