@@ -52,4 +52,4 @@ wheels: .whl/.done
 PY ?= python3
 perf-gpu:
 	$(PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-	PYTHONPATH=/tmp/site:$(CURDIR) PYTHONUNBUFFERED=1 $(PY) -m pipeline.perf gpu $(ARGS)
+	PYTHONPATH=/tmp/site:$(CURDIR) PYTHONUNBUFFERED=1 TQDM_DISABLE=1 $(PY) -m pipeline.perf gpu $(ARGS)

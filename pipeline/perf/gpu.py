@@ -55,8 +55,8 @@ the peak GPU memory. gpu.json ends with the speed targets, each marked met or no
 
 On the GPU machine (no registry there; `make wheels` here fills .whl/, carried with the call):
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \\
-      --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 &&
-  python3 -m pipeline.perf gpu --out $OUT"""
+      --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 \\
+      TQDM_DISABLE=1 && python3 -m pipeline.perf gpu --out $OUT"""
 
 MEASURED_PEAK = 790.0  # TFLOP/s: an 8192^3 bf16 matmul on this workplace's H200 (device notes, KINDS.md)
 ARCHITECTURES = {"vit_l14": "ViT-L-14", "vit_h14": "ViT-H-14", "vit_bigg14": "ViT-bigG-14"}
@@ -153,6 +153,7 @@ def run(args) -> int:
 
     def write(report: dict) -> None:
         report["elapsed_s"] = round(time.monotonic() - start, 1)
+        report["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
         report["targets"] = targets(report["sections"])
         save(report, args.out)
 
