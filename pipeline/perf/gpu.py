@@ -413,8 +413,10 @@ class SectionTimeout(Exception):
 
 @contextmanager
 def time_limit(seconds: float):
-    """Raises SectionTimeout in the block after `seconds` (SIGALRM: between Python bytecodes, so a
-    long CUDA call finishes first; only in the main thread, elsewhere no limit)."""
+    """Raises SectionTimeout in the block after `seconds`, and again every 2 s until the block ends:
+    code that catches every exception (torch.compile's tracer may) cannot swallow it for good.
+    SIGALRM runs between Python bytecodes, so a long CUDA call finishes first; only in the main
+    thread, elsewhere there is no limit."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -423,12 +425,19 @@ def time_limit(seconds: float):
         raise SectionTimeout(f"stopped at its budget of {seconds:.0f} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 2.0)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def timed_out(error: BaseException | None) -> SectionTimeout | None:
+    """The SectionTimeout behind `error`, also where a library re-raised it as its own error."""
+    while error is not None and not isinstance(error, SectionTimeout):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def key_tree(value):
@@ -470,10 +479,10 @@ def run_sections(sections: list[Section], report: dict, budget_s: float, write: 
                     raise ValueError(f"result keys {sorted(result)} differ from the report's "
                                      f"{sorted(section.template)}")
                 entry.update(status="ok", result=result)
-            except SectionTimeout as e:
-                entry.update(status="timeout", error=str(e))
             except Exception as e:  # noqa: BLE001  (a failed section must not stop the ones after it)
-                entry.update(status="error", error=f"{type(e).__name__}: {e}"[:2000])
+                timeout = timed_out(e)
+                entry.update(status="timeout" if timeout else "error",
+                             error=str(timeout) if timeout else f"{type(e).__name__}: {e}"[:2000])
             entry["seconds"] = round(time.monotonic() - start, 1)
             release(entry["status"] != "ok")
         write(report)
