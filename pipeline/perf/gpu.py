@@ -198,7 +198,8 @@ def tower_on(model: str, device: str):
 
 @contextmanager
 def compile_backend(backend: str):
-    """torch.compile with `backend` inside the block (pipeline.train calls it with its default)."""
+    """torch.compile with `backend` inside the block: pipeline.train compiles with the default
+    (inductor), and the dry run swaps in one that traces without generating code."""
     import torch
 
     if backend == "inductor":
