@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # faiss-gpu where a CUDA driver is present, faiss-cpu elsewhere
 FAISS := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: setup browser repro test clean-venv
+.PHONY: setup browser repro test clean-venv wheels perf-gpu
 
 setup: $(VENV)/.installed
 
@@ -31,3 +31,25 @@ test: setup browser
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The GPU machine reaches no registry and lacks these (its python3 has torch and the rest):
+# `make wheels` here downloads them for its Python 3.12 into .whl/, which a device call carries
+# (BENCHMARKS.md, "GPU"). Versions as in this project's .venv; wcwidth is an abi3 x86-64 wheel.
+GPU_WHEELS := open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4
+GPU_PLATFORMS := $(foreach p,manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014 manylinux1,--platform $(p)_x86_64)
+
+wheels: .whl/.done
+
+.whl/.done: Makefile
+	rm -rf .whl
+	python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  $(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
+	touch $@
+
+# On the GPU machine, after `make wheels` here and with .whl carried: the wheels go to a scratch
+# path (the project is not installed there), then `lincir perf gpu` writes its report to $OUT
+# (logs/perf_gpu without one). Here: `make perf-gpu PY=.venv/bin/python ARGS=--dry-run`.
+PY ?= python3
+perf-gpu:
+	$(PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+	PYTHONPATH=/tmp/site:$(CURDIR) PYTHONUNBUFFERED=1 TQDM_DISABLE=1 $(PY) -m pipeline.tools.perf gpu $(ARGS)

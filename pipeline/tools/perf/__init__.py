@@ -8,6 +8,7 @@ same inputs in one run; prints the throughput of both, their ratio, and one JSON
     lincir perf embed --images 256            gallery image embedding
     lincir perf memory --captions 2000000     peak RSS of ingest -> keywords -> tokens
     lincir perf search --sizes 100000 1000000 per-query latency of the flat, ivf and hnsw indexes
+    lincir perf gpu                           the GPU path in one call: correctness, training, embedding
 
 One module per target (pipeline/tools/perf/<target>.py), each with add_parser(subparsers) and
 run(args). Inputs are synthetic and seeded (pipeline/tools/perf/synthetic.py); results are
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.tools.perf import embed, keywords, memory, methods, search, tokens, train
+from pipeline.tools.perf import embed, gpu, keywords, memory, methods, search, tokens, train
 
-TARGETS = [train, methods, keywords, tokens, embed, memory, search]
+TARGETS = [train, methods, keywords, tokens, embed, memory, search, gpu]
 HELP = "throughput of the optimised paths against the reference implementation (see BENCHMARKS.md)"
 
 

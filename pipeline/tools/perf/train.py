@@ -128,18 +128,46 @@ def sample_window(ids, masked, lengths, batch: int, steps: int, seed: int):
     return ids[rows], masked[rows], lengths[rows]
 
 
+def timed_corpus(tower, batch: int, steps: int, seed: int):
+    """(ids, masked, lengths) of one epoch of warm-up + `steps` batches (`sample_window`), and the
+    bucketing window's arrays they were drawn from."""
+    from pipeline.tools.perf.synthetic import token_arrays
+
+    sot, eot = 49406, 49407  # open_clip's BPE; the placeholder is looked up from the tokenizer
+    context = tower.module.positional_embedding.shape[0]
+    window = token_arrays(WINDOW * batch, sot, eot, tower.placeholder_id, seed=seed, context_length=context)
+    return sample_window(*window, batch, steps, seed), window
+
+
+def timed_work(cfg, ids, lengths, shape: tuple[int, int, int], steps: int) -> tuple[list[int], float]:
+    """The context each of steps 1..N of `cfg`'s train_phi runs the text tower on, and their FLOPs:
+    the masked caption forward and backward to the inputs, plus z_c's forward where it is not cached.
+    shape: (layers, width, embed_dim) of the tower."""
+    from pipeline.training.batches import batch_indices
+
+    n, batch = len(ids), cfg.batch_size
+    layers, width, embed_dim = shape
+    bucket = lengths if cfg.bucket_by_length else None
+    seqs = [int(lengths[batch_indices(n, batch, cfg.seed, s, bucket)].max()) if cfg.truncate else ids.shape[1]
+            for s in range(1, steps + 1)]
+    passes = (False, True) if cfg.cache_targets else (False, True, False)
+    work = sum(text_tower_flops(layers, width, embed_dim, batch, L, backward) for L in seqs for backward in passes)
+    return seqs, work
+
+
 def timed_train(tower, embed_dim: int, ids, masked, lengths, cfg, device: str) -> dict:
-    """Runs train_phi; wall seconds of the whole call and wall and CPU seconds of steps 1..N (step 0
-    is the warm-up)."""
+    """Runs train_phi; wall seconds of the whole call, wall and CPU seconds of steps 1..N, wall seconds
+    until step 0 (the warm-up: z_c cache, first step, compilation) was done, and the last step's loss."""
     import torch
 
     from pipeline.methods.lincir import train_phi
     from pipeline.tools.perf.common import cpu_seconds
 
-    marks = {}
+    marks, losses = {}, {}
 
     def log(step, values):  # called after step 0 and after the last step; reading the loss syncs the GPU
         marks[step] = (time.perf_counter(), cpu_seconds())
+        losses[step] = values["loss"]
 
     with tempfile.TemporaryDirectory() as tmp:
         if device == "cuda":
@@ -149,7 +177,8 @@ def timed_train(tower, embed_dim: int, ids, masked, lengths, cfg, device: str) -
                   lengths=lengths, log=log)
         total = time.perf_counter() - start
     (wall0, cpu0), (wall1, cpu1) = marks[0], marks[cfg.steps - 1]
-    return {"steps_s": wall1 - wall0, "steps_cpu_s": cpu1 - cpu0, "total_s": total}
+    return {"steps_s": wall1 - wall0, "steps_cpu_s": cpu1 - cpu0, "total_s": total, "setup_s": wall0 - start,
+            "last_loss": losses[cfg.steps - 1]}
 
 
 def cache_seconds(tower, ids, cfg, device: str) -> float:
@@ -175,8 +204,7 @@ def run(args) -> int:
     import torch
 
     from pipeline.tools.perf import reference
-    from pipeline.tools.perf.synthetic import token_arrays
-    from pipeline.training.batches import PRECISIONS, batch_indices
+    from pipeline.training.batches import PRECISIONS
     from pipeline.training.loop import TrainConfig
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -187,10 +215,8 @@ def run(args) -> int:
     if steps + 1 > WINDOW:
         raise SystemExit(f"lincir perf train: at most {WINDOW - 1} steps (one bucketing window)")
     n = (steps + 1) * batch  # one epoch: warm-up + timed steps
-    sot, eot = 49406, 49407  # open_clip's BPE; the placeholder is looked up from the tokenizer
     context = tower.module.positional_embedding.shape[0]
-    window = token_arrays(WINDOW * batch, sot, eot, tower.placeholder_id, seed=args.seed, context_length=context)
-    ids, masked, lengths = sample_window(*window, batch, steps, args.seed)
+    (ids, masked, lengths), window = timed_corpus(tower, batch, steps, args.seed)
     window_tokens = float(np.sort(window[2]).reshape(WINDOW, batch).max(1).mean())  # each bucket's longest
     common = dict(steps=steps + 1, batch_size=batch, seed=args.seed, checkpoint_every=10 ** 9,
                   log_every=steps + 1)
@@ -205,13 +231,7 @@ def run(args) -> int:
     rows = []
     for name, cfg in paths:
         times = {k: float(np.median([r[k] for r in runs[name]])) for k in runs[name][0]}
-        bucket = lengths if cfg.bucket_by_length else None
-        seqs = [int(lengths[batch_indices(n, batch, cfg.seed, s, bucket)].max()) if cfg.truncate else ids.shape[1]
-                for s in range(1, steps + 1)]
-        work = sum(text_tower_flops(layers, width, embed_dim, batch, L, False)
-                   + text_tower_flops(layers, width, embed_dim, batch, L, True) for L in seqs)
-        if not cfg.cache_targets:  # z_c encoded in every step
-            work += sum(text_tower_flops(layers, width, embed_dim, batch, L, False) for L in seqs)
+        seqs, work = timed_work(cfg, ids, lengths, (layers, width, embed_dim), steps)
         row = {"path": name, "captions_per_s": steps * batch / times["steps_s"], "s_per_step": times["steps_s"] / steps,
                "captions_per_cpu_s": steps * batch / times["steps_cpu_s"],
                "mean_tokens": float(np.mean(seqs)), "TFLOP_per_s": work / times["steps_s"] / 1e12,
