@@ -6,6 +6,10 @@
 - the batch is cut after its longest EOT. CLIP text towers use a causal mask and pool at
   EOT, so later positions never influence the output: dropping them is exact (to float
   rounding) and removes most of the FLOPs on short captions (tests/test_text_encoder.py).
+  On a GPU the cut is rounded up to a multiple of CUDA_LENGTH_MULTIPLE: a few shapes, each met
+  again and again, instead of a new one for every length. cuDNN's attention builds a plan for
+  each new shape, which made every step of a short run ~10x slower on an H200 (BENCHMARKS.md);
+  rounding up keeps the result exact.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import torch
 from torch import nn
 
 from pipeline.core.errors import PipelineError
+
+CUDA_LENGTH_MULTIPLE = 8
 
 
 @dataclass
@@ -56,7 +62,10 @@ def encode(tower: TextTower, ids: torch.Tensor, pseudo: torch.Tensor | None = No
     """ids [B, C] token ids; pseudo [B, w] one pseudo-token a row (or None). Returns [B, d], not normalised."""
     m = tower.module
     eot = eot_positions(tower, ids)
-    length = int(eot.max()) + 1 if truncate and tower.causal else ids.shape[1]
+    length = ids.shape[1]
+    if truncate and tower.causal:
+        multiple = CUDA_LENGTH_MULTIPLE if ids.is_cuda else 1
+        length = min(length, -(-(int(eot.max()) + 1) // multiple) * multiple)
     ids = ids[:, :length]
     x = m.token_embedding(ids)
     if pseudo is not None:
@@ -70,3 +79,4 @@ def encode(tower: TextTower, ids: torch.Tensor, pseudo: torch.Tensor | None = No
     if proj is None:
         return x
     return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+
