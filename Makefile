@@ -27,6 +27,7 @@ browser:
 	  else echo "note: no chromium/chromium-driver and not root: the browser test will be skipped"; fi; fi
 
 test: setup browser
+	$(BIN)/ruff check pipeline stages tests
 	$(BIN)/python -m pytest -q --durations=10
 
 clean-venv:

@@ -96,3 +96,35 @@ def test_a_full_disk_is_a_message_not_a_traceback(capsys):
 
     assert one_line(full) == 1
     assert "error: the disk is full (data/train/phi.pt.tmp)" in capsys.readouterr().err
+
+
+def test_every_default_in_the_code_is_params_yaml_s():
+    """params.yaml is the one source of every default: each dataclass that reads a section has a
+    field for every key there and no other, with the same default (tests and tools construct the
+    dataclasses with their defaults, so a drift would make them test another setting)."""
+    import dataclasses
+
+    from pipeline.data.masking import MaskingConfig
+    from pipeline.data.pairs import PairsConfig
+    from pipeline.data.tokens import TokensConfig
+    from pipeline.data.world import WorldConfig
+    from pipeline.evaluation.geometry import GeometryConfig
+    from pipeline.methods import METHODS
+    from pipeline.model.contrastive import WorldTraining
+    from pipeline.training.loop import TrainConfig
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    sections = {"world": (WorldConfig, params["world"]), "geometry": (GeometryConfig, params["geometry"]),
+                "backbone.world_training": (WorldTraining, params["backbone"]["world_training"]),
+                "keywords": (KeywordsConfig, params["keywords"]), "pairs": (PairsConfig, params["pairs"]),
+                "tokens": (TokensConfig, params["tokens"]), "embed": (EmbedConfig, params["embed"]),
+                "evaluate": (EvaluateConfig, params["evaluate"]), "train": (TrainConfig, params["train"]),
+                "masking": (MaskingConfig, params["masking"]),
+                **{name: (METHODS.get(name).config, {**params[name], **{k: params[k] for k in METHODS.get(name).top_level}})
+                   for name in METHODS.names()}}
+    for where, (cls, values) in sections.items():
+        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                    for f in dataclasses.fields(cls)}
+        assert set(defaults) == set(values), f"{where}: params.yaml keys {sorted(values)} != fields {sorted(defaults)}"
+        for key, value in values.items():
+            assert typed(cls, {key: value}, where, complete=False).__dict__[key] == defaults[key], f"{where}.{key}"

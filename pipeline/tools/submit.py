@@ -24,7 +24,7 @@ after `dvc repro`). Writes, for split S of benchmark NAME:
          DIR/NAME_S_subset.json  {{"version": "rc2", "metric": "recall_subset", "<pairid>": [3 names]}}
          upload both to the CIRR test server (test1)
   CIRCO  DIR/NAME_S.json         {{"<query id>": [50 COCO ids]}}, for the CIRCO evaluation server (test)
-  FashionIQ and GeneCIS: DIR/NAME_S.json in the formats of docs/benchmarks.md
+  FashionIQ and GeneCIS: DIR/NAME_S.json in the formats of docs/datasets.md
 On a split with ground truths (val), `lincir score` scores the same files.
 """
 

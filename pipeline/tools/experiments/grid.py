@@ -22,7 +22,7 @@ GROUPS = {
                    "Tab. 9"),
     "masking": Group("masking.strategy", ("all_keywords", "n_keywords", "random_token", "non_keywords", "nouns"),
                      "Tab. 8", ("train.seed", "masking.seed")),
-    "supervision": Group("train.supervision", ("smp", "photo_of", "image_latent"), "Tab. 7"),
+    "supervision": Group("lincir.supervision", ("smp", "photo_of", "image_latent"), "Tab. 7"),
     "method": Group("method", ("lincir", "pic2word", "searle", "masked_inversion"), "each method's paper",
                     paper_metric="CIRR test R@1, ViT-L/14"),
 }

@@ -59,8 +59,8 @@ def _device() -> str:
 
 
 def _one_faiss_thread() -> None:
-    """Queries come one at a time, and one FAISS thread answered them faster than OpenMP's team on
-    the (shared) 2-core machine: 100k latents, flat p50 19 ms vs 84 ms (BENCHMARKS.md)."""
+    """Queries come one at a time: one FAISS thread answers them faster than an OpenMP team, which
+    costs more to start than a single query's search (BENCHMARKS.md, search latency)."""
     import faiss
 
     faiss.omp_set_num_threads(1)
