@@ -30,7 +30,8 @@ from pipeline.training.loop import Validation, new_phi, train_config
 PARAMS = ["method", "${method}", "noise", "train.steps", "train.batch_size", "train.lr", "train.weight_decay",
           "train.phi_variant", "train.dropout", "train.seed", "train.cache_targets", "train.truncate",
           "train.bucket_by_length", "train.precision", "train.compile", "train.log_every", "train.validate_every",
-          "train.validate_on", "train.validate_metric", "benchmarks.${train.validate_on}", "evaluate.template"]
+          "train.validate_on", "train.validate_metric", "train.patience", "benchmarks.${train.validate_on}",
+          "evaluate.template"]
 UNTRACKED = ["train.checkpoint_every"]  # when a killed run can resume from: the same phi
 TIMING = Path("logs/train.json")
 

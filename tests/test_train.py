@@ -245,3 +245,26 @@ def test_image_latent_supervision_feeds_phi_the_image_latent(tower):
     smp_loss(t, Probe(), torch.from_numpy(masked[:4].astype(np.int64)), z_c, cfg, torch.Generator(), source=source)
     smp_loss(t, Probe(), torch.from_numpy(masked[:4].astype(np.int64)), z_c, cfg, torch.Generator())
     assert torch.equal(seen[0], source) and torch.equal(seen[1], z_c)
+
+
+def test_early_stopping_on_a_toy_curve(tower, tmp_path):
+    """The curve rises, peaks after 4 steps, then falls: with patience 2 (validations every 2 steps)
+    training stops after step 8, two validations past the peak, and returns the phi of step 4."""
+    from pipeline.training.loop import Validation
+
+    t, d, tok = tower
+    ids, masked = arrays(tok)
+    cfg = TrainConfig(steps=20, batch_size=12, lr=1e-3, dropout=0.0, checkpoint_every=100, log_every=1,
+                      validate_every=2, validate_on="dev", validate_metric="R@1", patience=2)
+    curve = iter([1.0, 3.0, 2.0, 2.5, 9.0, 9.0])  # steps 2, 4, 6, 8 (then it would rise again)
+    validation = Validation(lambda phi: next(curve), every=2)
+    losses = []
+    best = train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / "e.pt", validation=validation,
+                     log=lambda s, v: "loss" in v and losses.append(s))
+    assert (validation.best_step, validation.best_score) == (4, 3.0)
+    assert max(losses) == 7  # stopped after step 8 (0-based 7), never reached step 20
+    four = train_phi(t, d, ids, masked, TrainConfig(**{**cfg.__dict__, "steps": 4, "validate_every": 0, "patience": 0}),
+                     device="cpu", checkpoint=tmp_path / "four.pt")
+    assert torch.equal(params_of(best), params_of(four))
+    with pytest.raises(PipelineError, match="train.patience .* needs train.validate_every"):
+        TrainConfig(validate_every=0, patience=3).check()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from pipeline.core.errors import PipelineError, quoted
@@ -47,6 +48,7 @@ class TrainConfig:
     validate_every: int = 100  # score phi on the dev benchmark every N steps and keep the best; 0: off
     validate_on: str = "world_dev"  # the dev benchmark's name in params.yaml `benchmarks` (stages/train.py)
     validate_metric: str = "R@50"  # the paper selects by CIRR dev R@1; on the world R@1 is a query or two
+    patience: int = 0  # validations without a better score before training stops (early stopping); 0: never
 
     def check(self) -> None:
         PHI.get(self.phi_variant)  # before any work
@@ -54,10 +56,12 @@ class TrainConfig:
             raise PipelineError(f"unknown train.precision {quoted(self.precision)}; valid: auto, {', '.join(PRECISIONS)}")
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             at_least(f"train.{name}", getattr(self, name), 1)
-        for name in ("seed", "validate_every"):
+        for name in ("seed", "validate_every", "patience"):
             at_least(f"train.{name}", getattr(self, name), 0)
         if self.validate_every and not self.validate_on:
             raise PipelineError("params.yaml: train.validate_every needs train.validate_on, a benchmark name")
+        if self.patience and not self.validate_every:
+            raise PipelineError("params.yaml: train.patience (early stopping) needs train.validate_every > 0")
         for name in ("weight_decay", "dropout"):
             at_least(f"train.{name}", getattr(self, name), 0)
         below("train.dropout", self.dropout, 1)
@@ -87,6 +91,10 @@ class Validation:
 
     def due(self, done: int, steps: int) -> bool:
         return done % self.every == 0 or done == steps
+
+    def exhausted(self, done: int, patience: int) -> bool:
+        """`patience` validations in a row without a better score (0: never): training stops there."""
+        return patience > 0 and done - self.best_step >= patience * self.every
 
     @torch.no_grad()
     def check(self, phi: torch.nn.Module, done: int) -> float:
@@ -154,21 +162,31 @@ def fit(phi: torch.nn.Module, objective: Objective, cfg: TrainConfig, *, device:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if part.rank > 0:
-            continue
-        if step % cfg.log_every == 0 or step + 1 == cfg.steps:
-            # only the loss is logged: a wall-clock rate would make DVC-tracked files differ run to run
-            values = {"loss": loss.item()}
-            history.append((step, values))
-            log(step, values)
-            bar.set_postfix(loss=f"{values['loss']:.4f}")
-        if validation and validation.due(step + 1, cfg.steps):
-            values = {f"val_{cfg.validate_metric}": validation.check(phi, step + 1)}
-            history.append((step, values))
-            log(step, values)
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            best = (validation.best_step, validation.best_score, validation.best_state) if validation else None
-            save_training_state(phi, opt, step + 1, cfg, fingerprint, checkpoint, history, best)
+        stop = False
+        if part.rank == 0:
+            if step % cfg.log_every == 0 or step + 1 == cfg.steps:
+                # only the loss is logged: a wall-clock rate would make DVC-tracked files differ run to run
+                values = {"loss": loss.item()}
+                history.append((step, values))
+                log(step, values)
+                bar.set_postfix(loss=f"{values['loss']:.4f}")
+            if validation and validation.due(step + 1, cfg.steps):
+                values = {f"val_{cfg.validate_metric}": validation.check(phi, step + 1)}
+                history.append((step, values))
+                log(step, values)
+                stop = validation.exhausted(step + 1, cfg.patience)
+            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                best = (validation.best_step, validation.best_score, validation.best_state) if validation else None
+                save_training_state(phi, opt, step + 1, cfg, fingerprint, checkpoint, history, best)
+        if cfg.patience and part.world > 1:  # every process stops at the same step
+            flag = torch.tensor([float(stop)], device=device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        if stop:
+            if part.rank == 0:
+                print(f"early stop after step {step + 1}: val_{cfg.validate_metric} has not improved on "
+                      f"{validation.best_score:.4g} (step {validation.best_step}) for {cfg.patience} validations")
+            break
     if validation and validation.best_state is not None and part.rank == 0:
         phi.load_state_dict(validation.best_state)
     return phi.eval()
