@@ -3,8 +3,9 @@ whichever `method` trained phi) and by the zero-shot baselines, scored with the 
 official metrics.
 
 Writes <benchmark>.all.json ({query: {metric: percent}}; the trained phi's row is named after
-`method`), <benchmark>.json (the trained phi's headline numbers, the DVC metric) and a picture of a
-few queries with the trained phi's top results.
+`method`), <benchmark>.json (the trained phi's headline numbers, the DVC metric), each row's metrics
+per query (per_query.json: what RESULTS.md's paired intervals resample) and a picture of a few
+queries with the trained phi's top results.
 """
 import numpy as np
 
@@ -33,16 +34,19 @@ def main(params: dict, args) -> None:
                               "random": load_phi(args.phi / "phi_init.pt", device)},
                         template=p.template, normalize_image_latent=p.normalize_image_latent, device=device)
     trained = params["method"]  # the method that trained phi names its row
-    metrics, trained_rankings = {}, None
+    metrics, per_query, trained_rankings = {}, {}, None
     for query in p.queries:
         rankings, candidate_rankings = answer(bench, ctx, indexes, names, query)
         scores = bench.score(rankings, candidate_rankings)
         row = trained if query == "trained_phi" else query
         metrics[row] = {**scores, **bench.breakdown(rankings, candidate_rankings)}
+        per_query[row] = bench.per_query(rankings, candidate_rankings)
         if query == "trained_phi":
             trained_rankings = rankings or candidate_rankings
         print(f"{args.key} {row}: " + ", ".join(f"{k}={v:.2f}" for k, v in scores.items()))
     write_json(args.metrics / f"{args.key}.all.json", metrics)
+    write_json(args.per_query / "per_query.json", {"queries": [q.id for q in bench.queries], "rows": per_query},
+               indent=None)
     # the DVC metric, the trained phi's headline numbers: what `dvc exp show` and `dvc metrics diff` compare
     write_json(args.metrics / f"{args.key}.json",
                {args.key: {k: v for k, v in metrics.get(trained, {}).items() if "/" not in k}})
@@ -57,4 +61,5 @@ if __name__ == "__main__":
     stage.run(main, PARAMS, parser=stage.arguments(
         __doc__, "the benchmark's name in params.yaml", backbone="the backbone stage's backbone.json",
         phi="the train stage's folder (phi.pt, phi_init.pt)", gallery="the embed stage's folder",
-        metrics="folder of the metrics files", plots="folder of the query picture"))
+        metrics="folder of the metrics files", per_query="folder of per_query.json (every row's metrics per query)",
+        plots="folder of the query picture"))

@@ -27,11 +27,14 @@ import time
 from pathlib import Path
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.io import write_text
 from pipeline.tools.experiments.grid import GROUPS, METRICS, NAME
 from pipeline.tools.experiments.results import write_results
 
 TRAIN_TIME = Path("logs/train.json")  # written by stages/train.py
 TIMES = Path("logs/ablate_times.json")
+EVALUATE = Path("data/evaluate")  # the evaluate stages' per_query.json, one folder a benchmark
+PER_QUERY = Path("logs/ablate_per_query")
 
 
 def grid_params() -> list[str]:
@@ -97,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             start = time.time()
             dvc("exp", "run", "-n", name, *(a for o in overrides for a in ("-S", o)))
             record_train_time(name, start)
+            keep_per_query(name)
             print(f"      {name} finished in {(time.time() - start) / 60:.1f} min", flush=True)
     return 0
 
@@ -113,6 +117,13 @@ def record_train_time(name: str, start: float) -> None:
     times[name] = {"seconds": log["seconds"], "device": log.get("device")}
     TIMES.parent.mkdir(parents=True, exist_ok=True)
     TIMES.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
+
+
+def keep_per_query(name: str) -> None:
+    """Each benchmark's per-query scores of experiment `name` (the workspace holds its outputs right after
+    its run) into PER_QUERY/<name>/, for the paired intervals of `report`."""
+    for source in sorted(EVALUATE.glob("*/per_query.json")):
+        write_text(PER_QUERY / name / f"{source.parent.name}.json", source.read_text())
 
 
 def train_times(path: Path) -> dict[str, dict[str, tuple[float, float, int]]]:
