@@ -90,17 +90,23 @@ class Benchmark:
         return {}
 
     def per_query(self, rankings: Rankings, candidate_rankings: Rankings | None = None) -> dict[str, list[float]]:
-        """Each metric of `score` for each query alone (the official formula on a one-query benchmark), in
-        query order: what a paired comparison of two rankings resamples. Their mean is `score` where the
-        benchmark averages over queries (CIRCO, CIRR); FashionIQ and GeneCIS average over groups first."""
+        """Each headline metric of `score` for each query alone (the official formula on a one-query
+        benchmark), in query order: what a paired comparison of two rankings resamples. Their mean is
+        `score` where the benchmark averages over queries (CIRCO, CIRR); FashionIQ and GeneCIS average
+        over groups first. Per-group metrics (`R@10/dress`) are left out."""
         values: dict[str, list[float]] = {}
         for q in self.queries:
-            one = replace(self, queries=[q])
-            scores = one.score({q.id: rankings[q.id]} if rankings else {},
-                               {q.id: candidate_rankings[q.id]} if candidate_rankings else None)
+            scores = self.alone(q).score({q.id: rankings[q.id]} if rankings else {},
+                                         {q.id: candidate_rankings[q.id]} if candidate_rankings else None)
             for metric, value in scores.items():
-                values.setdefault(metric, []).append(value)
+                if "/" not in metric:
+                    values.setdefault(metric, []).append(value)
         return values
+
+    def alone(self, query: Query) -> Benchmark:
+        """This benchmark with `query` its only query (and only its group)."""
+        return replace(self, queries=[query],
+                       galleries={query.group: self.galleries[query.group]} if self.galleries else {})
 
     def require_targets(self) -> None:
         if not self.has_targets:
