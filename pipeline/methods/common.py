@@ -10,6 +10,13 @@ from pipeline.core.errors import PipelineError, quoted
 from pipeline.core.placeholder import PLACEHOLDER
 from pipeline.methods.base import Run
 
+# Nouns that name the picture, its style or a place in it rather than a thing shown: web
+# alt-text is full of them ("stock photo", "vector illustration", "on the left"). Masked inversion
+# draws no noun of them (no region to mask), SEARLE takes none as a concept.
+SKIP_NOUNS = ("photo", "picture", "image", "rendering", "art", "illustration", "clip", "stock", "download",
+              "wallpaper", "design", "icon", "vector", "logo", "idea", "side", "right", "left", "center", "centre",
+              "middle", "background", "backdrop")
+
 
 def check_prompt(name: str, prompt: str, fields: int = 0) -> None:
     if prompt.count(PLACEHOLDER) != 1 or prompt.count("{}") != fields:

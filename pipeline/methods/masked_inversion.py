@@ -35,18 +35,12 @@ from pipeline.data.images import ImageSource, open_image, to_rgb
 from pipeline.data.pairs import caption_nouns
 from pipeline.evaluation.metrics import iou
 from pipeline.methods.base import METHODS, Method, Run
-from pipeline.methods.common import check_prompt, contrastive, image_latents, logit_scale, prompt_ids
+from pipeline.methods.common import SKIP_NOUNS, check_prompt, contrastive, image_latents, logit_scale, prompt_ids
 from pipeline.model.cam import CAM, TRUE_MASK_LEVEL
 from pipeline.model.phi import PHI
 from pipeline.model.text_encoder import encode
 from pipeline.training.loop import Objective, TrainConfig, fit, new_phi
 from pipeline.training.recipe import Recipe
-
-# Nouns that name the picture, its style or a place in it rather than a thing shown: web
-# alt-text is full of them ("stock photo", "vector illustration", "on the left").
-SKIP_NOUNS = ("photo", "picture", "image", "rendering", "art", "illustration", "clip", "stock", "download",
-              "wallpaper", "design", "icon", "vector", "logo", "idea", "side", "right", "left", "center", "centre",
-              "middle", "background", "backdrop")
 
 FILL: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("masked_inversion.fill")
 # what replaces the masked pixels, in the model's (normalised) input space
@@ -151,17 +145,20 @@ def candidates(run: Run) -> Candidates:
                       np.array([i for i, _ in distinct]), [w for _, w in distinct])
 
 
-def _draw_each_step(cands: Candidates, seed: int) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
-    return lambda rows, gen: cands.pick(rows, torch.rand(len(rows), generator=gen, device=rows.device))
+Draw = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (training rows, the step's generator) -> candidates
 
 
-def _draw_once(cands: Candidates, seed: int) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
-    rows = torch.arange(cands.rows)
-    fixed = cands.pick(rows, torch.rand(cands.rows, generator=torch.Generator().manual_seed(seed)))
-    return lambda rows, gen: fixed.to(rows.device)[rows]
+def _draw_each_step(cands: Candidates, seed: int) -> tuple[Draw, np.ndarray]:
+    return (lambda rows, gen: cands.pick(rows, torch.rand(len(rows), generator=gen, device=rows.device))), \
+        np.arange(len(cands.noun))
 
 
-# masked_inversion.draw: (candidates, train.seed) -> draw(training rows, the step's generator) -> candidates
+def _draw_once(cands: Candidates, seed: int) -> tuple[Draw, np.ndarray]:
+    fixed = cands.pick(torch.arange(cands.rows), torch.rand(cands.rows, generator=torch.Generator().manual_seed(seed)))
+    return (lambda rows, gen: fixed.to(rows.device)[rows]), fixed.numpy()
+
+
+# masked_inversion.draw: (candidates, train.seed) -> (the draw, the candidates it can ever pick)
 DRAWS: Registry[Callable] = Registry("masked_inversion.draw")
 DRAWS.register("step")(_draw_each_step)
 DRAWS.register("once")(_draw_once)
@@ -233,14 +230,17 @@ def train(run: Run):
     c = run.config
     v = image_latents(run)
     cands = candidates(run)
-    v_masked, stats = masked_latents(run, cands.masked_image, cands.masked_noun)
+    draw, reachable = DRAWS.get(c.draw)(cands, run.cfg.seed)
+    needed = np.unique(cands.masked[reachable])  # every (image, noun) a draw can pick, masked once
+    v_masked, stats = masked_latents(run, cands.masked_image[needed], [cands.masked_noun[k] for k in needed])
     print("masked_inversion: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                             for k, v in {"images": cands.rows, "candidates": len(cands.noun),
                                                          **stats}.items()))
     write_candidates(cands, run.out / "masked_pairs.parquet")
-    draw = DRAWS.get(c.draw)(cands, run.cfg.seed)
     target = v[torch.as_tensor(cands.images, device=run.device)]
-    masked_of = torch.as_tensor(cands.masked, device=run.device)
+    row_of = np.full(len(cands.masked_image), -1)
+    row_of[needed] = np.arange(len(needed))
+    masked_of = torch.as_tensor(row_of[cands.masked], device=run.device)  # -1: never drawn
     prompt = prompt_ids(run, [c.prompt])
     query = prompt_ids(run, [c.query.format(n) for n in cands.noun])
     scale = logit_scale(run)

@@ -34,7 +34,7 @@ from pipeline.core.params import at_least, below
 from pipeline.core.placeholder import PLACEHOLDER
 from pipeline.data.pairs import caption_nouns
 from pipeline.methods.base import METHODS, Method, Run
-from pipeline.methods.common import image_latents, nt_xent, prompt_ids
+from pipeline.methods.common import SKIP_NOUNS, image_latents, nt_xent, prompt_ids
 from pipeline.model.text_encoder import encode
 from pipeline.training.batches import text_latents
 from pipeline.training.loop import Objective, TrainConfig, fit, new_phi
@@ -63,6 +63,7 @@ class SearleConfig:
     top_k: int = 15  # OTI: an image's nearest concepts its regulariser draws from
     ema_decay: float = 0.99  # OTI: the token kept is this moving average of the optimised one
     concepts: int = 100  # vocabulary: the most frequent nouns of the pairs' captions
+    skip_nouns: list[str] = field(default_factory=lambda: list(SKIP_NOUNS))  # never concepts: not a thing shown
     phrases: list[str] = field(default_factory=lambda: [
         "a photo of {}", "a photo of {} in a picture", "a photo of {} on a plain background",
         "a photo of {} next to another thing", "a close-up photo of {}", "a rendering of {}"])
@@ -101,9 +102,11 @@ def recipe(c: SearleConfig, cfg: TrainConfig) -> Recipe:
 
 def vocabulary(run: Run) -> list[str]:
     texts, spans = caption_nouns(run.pairs)
-    counts = Counter(t[a:b].lower() for t, s in zip(texts, spans) for a, b in s)
+    skip = {w.lower() for w in run.config.skip_nouns}
+    counts = Counter(w for t, s in zip(texts, spans) for a, b in s if (w := t[a:b].lower()) not in skip)
     if not counts:
-        raise PipelineError(f"{run.pairs}/keywords.parquet: no caption has a noun, and SEARLE's concepts are nouns")
+        raise PipelineError(f"{run.pairs}/keywords.parquet: no caption has a noun outside searle.skip_nouns, and "
+                            "SEARLE's concepts are nouns")
     return [word for word, _ in counts.most_common(run.config.concepts)]
 
 
