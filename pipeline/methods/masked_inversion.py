@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -110,13 +111,17 @@ class Candidates:
         """[rows] the image of each training row."""
         return self.image[np.searchsorted(self.row, np.arange(self.rows))]
 
+    @cached_property
+    def _tiles(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row r + the cumulative chance of each candidate within its row, each row's last candidate)."""
+        starts = np.searchsorted(self.row, np.arange(self.rows))
+        within = np.cumsum(self.chance) - np.r_[0, np.cumsum(self.chance)][starts][self.row]
+        return torch.as_tensor(self.row + within), torch.as_tensor(np.r_[starts[1:], len(self.row)] - 1)
+
     def pick(self, rows: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """The candidate of each training row in `rows` that u ~ Unif[0, 1) lands on: row r's
         candidates tile [r, r + 1) in proportion to their chances."""
-        starts = np.searchsorted(self.row, np.arange(self.rows))
-        within = np.cumsum(self.chance) - np.r_[0, np.cumsum(self.chance)][starts][self.row]
-        keys = torch.as_tensor(self.row + within, device=rows.device)
-        last = torch.as_tensor(np.r_[starts[1:], len(self.row)] - 1, device=rows.device)
+        keys, last = (t.to(rows.device) for t in self._tiles)
         # the last key of a row is r + 1 up to rounding: never let u spill into the next row
         return torch.minimum(torch.searchsorted(keys, rows.double() + u.double(), right=True), last[rows])
 
