@@ -1,9 +1,10 @@
 """The training loop every method shares (nanoGPT-style: one readable function, `fit`).
 
 A method hands `fit` an Objective: how many training rows it has and the loss of a batch of
-them (LinCIR's SMP in pipeline/methods/lincir.py; the others beside it). `fit` runs AdamW on
-phi for `train.steps` batches, logs the loss, scores phi on the dev benchmark and keeps the
-best, and saves a resumable state every `checkpoint_every` steps.
+them (LinCIR's SMP in pipeline/methods/lincir.py; the others beside it), and the Recipe phi is
+built and optimised with (pipeline/training/recipe.py; LinCIR's, from `train`, by default).
+`fit` runs AdamW on phi for `train.steps` batches, logs the loss, scores phi on the dev benchmark
+and keeps the best, and saves a resumable state every `checkpoint_every` steps.
 
 Speed without changing the result: bf16 autocast and fused AdamW on GPU, batches bucketed
 by length, data parallel over GPUs when started with torchrun (DDP). Every step's randomness
@@ -26,6 +27,7 @@ from pipeline.core.params import at_least, below, section, typed
 from pipeline.model.phi import PHI, build_phi
 from pipeline.model.text_encoder import TextTower
 from pipeline.training.batches import PRECISIONS, Dist, autocast, batch_indices
+from pipeline.training.recipe import RECIPES, Recipe, assign_lr, shared
 from pipeline.training.resume import resumable, save_training_state
 
 
@@ -49,9 +51,10 @@ class TrainConfig:
     validate_on: str = "world_dev"  # the dev benchmark's name in params.yaml `benchmarks` (stages/train.py)
     validate_metric: str = "R@50"  # the paper selects by CIRR dev R@1; on the world R@1 is a query or two
     patience: int = 0  # validations without a better score before training stops (early stopping); 0: never
+    recipe: str = "authors"  # RECIPES: each method's own phi and optimiser, or LinCIR's for every method
 
     def check(self) -> None:
-        PHI.get(self.phi_variant)  # before any work
+        PHI.get(self.phi_variant), RECIPES.get(self.recipe)  # before any work
         if self.precision != "auto" and self.precision not in PRECISIONS:
             raise PipelineError(f"unknown train.precision {quoted(self.precision)}; valid: auto, {', '.join(PRECISIONS)}")
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
@@ -107,9 +110,12 @@ class Validation:
         return value
 
 
-def new_phi(tower: TextTower, embed_dim: int, cfg: TrainConfig, device: str) -> torch.nn.Module:
+def new_phi(tower: TextTower, embed_dim: int, cfg: TrainConfig, device: str,
+            recipe: Recipe | None = None) -> torch.nn.Module:
+    """phi at its seeded initialisation, of the recipe's architecture (LinCIR's: `train`'s)."""
+    recipe = recipe or shared(cfg)
     torch.manual_seed(cfg.seed)
-    return build_phi(cfg.phi_variant, embed_dim, tower.width, cfg.dropout).to(device)
+    return build_phi(recipe.phi, embed_dim, tower.width, recipe.dropout, recipe.hidden).to(device)
 
 
 @dataclass
@@ -126,16 +132,17 @@ class Objective:
 
 def fit(phi: torch.nn.Module, objective: Objective, cfg: TrainConfig, *, device: str, checkpoint: Path,
         fingerprint: str = "", log: Callable[[int, dict], None] = lambda step, values: None,
-        validation: Validation | None = None) -> torch.nn.Module:
+        validation: Validation | None = None, recipe: Recipe | None = None) -> torch.nn.Module:
     """The training loop every method shares: AdamW on phi for cfg.steps batches of the objective's
-    rows. Returns phi (unwrapped, in eval mode), the best one on `validation` when given.
+    rows, with the recipe's settings and schedule (LinCIR's, `train`'s, when None). Returns phi
+    (unwrapped, in eval mode), the best one on `validation` when given.
     `log(step, {"loss": ...})` sees every logged point once, those of a resumed run's earlier
     part first (they are in the checkpoint); validation scores come as {"val_<metric>": ...}."""
     cfg.check()
     part = Dist.from_env(device)
     dtype = cfg.autocast_dtype(device)
-    fused = device == "cuda"  # one kernel for the whole AdamW update
-    opt = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    recipe = recipe or shared(cfg)
+    opt = recipe.optimizer(phi, fused=device == "cuda")  # fused: one kernel for the whole AdamW update
     start, history = 0, []
     state = resumable(checkpoint, cfg, fingerprint, device)
     if state:
@@ -161,6 +168,7 @@ def fit(phi: torch.nn.Module, objective: Objective, cfg: TrainConfig, *, device:
             loss = objective.loss(model, idx, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        assign_lr(opt, recipe.lr_at(step, cfg.steps))
         opt.step()
         stop = False
         if part.rank == 0:

@@ -1,7 +1,9 @@
 """`lincir ablate`: the paper's ablations as DVC experiments, and RESULTS.md from them.
 
     lincir ablate run --seeds 3          one `dvc exp run` per cell, skipping finished ones
-    lincir ablate run --groups method    the zero-shot CIR methods side by side (pipeline/methods/)
+    lincir ablate run --groups method controlled
+                                         the zero-shot CIR methods side by side (pipeline/methods/), as
+                                         their authors built them and with LinCIR's phi and optimiser
     lincir ablate report                 RESULTS.md + docs/results.png from `dvc exp show --json`
     lincir ablate report --rev A --rev B the experiments derived from these commits (a grid run in parts)
 
@@ -39,7 +41,7 @@ PER_QUERY = Path("logs/ablate_per_query")
 
 def grid_params() -> list[str]:
     """Every param some group sets, in a fixed order."""
-    return list(dict.fromkeys(p for g in GROUPS.values() for p in (g.param, *g.seed_params)))
+    return list(dict.fromkeys(p for g in GROUPS.values() for p in (g.param, *g.seed_params, *dict(g.fixed))))
 
 
 def cells(groups: list[str], seeds: int, base: dict[str, str]) -> list[tuple[str, list[str]]]:
@@ -51,7 +53,7 @@ def cells(groups: list[str], seeds: int, base: dict[str, str]) -> list[tuple[str
         for g in groups:
             group = GROUPS[g]
             for value in group.values:
-                values = {**base, group.param: value, **{p: str(seed) for p in group.seed_params}}
+                values = {**base, **dict(group.fixed), group.param: value, **{p: str(seed) for p in group.seed_params}}
                 out.append((f"{g}-{value}-s{seed}", [f"{p}={values[p]}" for p in grid_params()]))
     return out
 
