@@ -8,25 +8,27 @@ import pytest
 from pipeline.core.errors import PipelineError
 from pipeline.tools.experiments import ablate, results
 
-BASE = {"noise": "unif_gaussian", "train.seed": "0", "masking.strategy": "all_keywords",
-        "masking.seed": "0", "lincir.supervision": "smp", "method": "lincir", "train.recipe": "authors"}
+BASE = {"noise": "unif_gaussian", "train.seed": "0", "masking.strategy": "all_keywords", "masking.seed": "0",
+        "masking.n": "1", "lincir.supervision": "smp", "method": "lincir", "train.recipe": "authors"}
 
 
 def test_cells_cover_the_papers_ablations_with_seeds():
     cells = ablate.cells(list(ablate.GROUPS), seeds=3, base=BASE)
     names = [name for name, _ in cells]
-    assert len(names) == len(set(names)) == (7 + 5 + 3 + 4 + 4) * 3
+    assert len(names) == len(set(names)) == (7 + 7 + 3 + 4 + 4) * 3
     assert all(ablate.NAME.fullmatch(n) for n in names)
     # the first seed of every group comes before any second seed
     assert max(names.index(n) for n in names if n.endswith("-s0")) < min(names.index(n) for n in names if n.endswith("-s1"))
     overrides = dict(cells)
     # every cell sets every grid param: the workspace keeps the last experiment's params
     assert overrides["noise-gaussian-s2"] == ["noise=gaussian", "train.seed=2", "masking.strategy=all_keywords",
-                                             "masking.seed=0", "lincir.supervision=smp", "method=lincir",
+                                             "masking.seed=0", "masking.n=1", "lincir.supervision=smp", "method=lincir",
                                              "train.recipe=authors"]
     assert overrides["masking-nouns-s1"] == ["noise=unif_gaussian", "train.seed=1", "masking.strategy=nouns",
-                                            "masking.seed=1", "lincir.supervision=smp", "method=lincir",
+                                            "masking.seed=1", "masking.n=1", "lincir.supervision=smp", "method=lincir",
                                             "train.recipe=authors"]
+    # Tab. 8's 1, 3 and 5 keyword tokens: n_keywords with masking.n set
+    assert overrides["masking-keywords_3-s0"][2:5] == ["masking.strategy=n_keywords", "masking.seed=0", "masking.n=3"]
     # the methods in both recipes: as their authors built them, and with LinCIR's phi and optimiser
     assert overrides["method-searle-s0"][-2:] == ["method=searle", "train.recipe=authors"]
     assert overrides["controlled-searle-s0"][-2:] == ["method=searle", "train.recipe=controlled"]

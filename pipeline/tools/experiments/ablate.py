@@ -41,7 +41,8 @@ PER_QUERY = Path("logs/ablate_per_query")
 
 def grid_params() -> list[str]:
     """Every param some group sets, in a fixed order."""
-    return list(dict.fromkeys(p for g in GROUPS.values() for p in (g.param, *g.seed_params, *dict(g.fixed))))
+    return list(dict.fromkeys(p for g in GROUPS.values() for p in (g.param, *g.seed_params, *dict(g.fixed),
+                                                                  *(k for _, s in g.settings for k, _ in s))))
 
 
 def cells(groups: list[str], seeds: int, base: dict[str, str]) -> list[tuple[str, list[str]]]:
@@ -53,7 +54,8 @@ def cells(groups: list[str], seeds: int, base: dict[str, str]) -> list[tuple[str
         for g in groups:
             group = GROUPS[g]
             for value in group.values:
-                values = {**base, **dict(group.fixed), group.param: value, **{p: str(seed) for p in group.seed_params}}
+                values = {**base, **dict(group.fixed), **group.overrides(value),
+                          **{p: str(seed) for p in group.seed_params}}
                 out.append((f"{g}-{value}-s{seed}", [f"{p}={values[p]}" for p in grid_params()]))
     return out
 

@@ -17,13 +17,21 @@ class Group:
     fixed: tuple[tuple[str, str], ...] = ()  # other params every cell of the group sets
     table: str = ""  # the group whose table its rows join (RESULTS.md); "": its own table
     label: str = ""  # what its rows are in that table
+    settings: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # a value that sets more than `param`
+
+    def overrides(self, value: str) -> dict[str, str]:
+        """The params a cell of `value` sets: `param` to it, or what `settings` names it."""
+        return dict(dict(self.settings).get(value, ((self.param, value),)))
 
 
 METHODS = ("lincir", "pic2word", "searle", "masked_inversion")
 GROUPS = {
     "noise": Group("noise", ("unif_gaussian", "gaussian", "uniform", "none", "student_t", "exponential", "chi2")),
-    "masking": Group("masking.strategy", ("all_keywords", "n_keywords", "random_token", "non_keywords", "nouns"),
-                     ("train.seed", "masking.seed")),
+    # Tab. 8's rows: 1, 3 and 5 keyword tokens are n_keywords with masking.n 1, 3, 5
+    "masking": Group("masking.strategy", ("all_keywords", "keywords_1", "keywords_3", "keywords_5", "random_token",
+                                          "non_keywords", "nouns"), ("train.seed", "masking.seed"),
+                     settings=tuple((f"keywords_{n}", (("masking.strategy", "n_keywords"), ("masking.n", str(n))))
+                                    for n in (1, 3, 5))),
     "supervision": Group("lincir.supervision", ("smp", "photo_of", "image_latent")),
     # the methods twice: each with its authors' phi and optimiser, and every one with LinCIR's
     # (pipeline/training/recipe.py), so that the second pair of rows differs in supervision alone
