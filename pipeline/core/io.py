@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,13 +57,27 @@ def save_checkpoint(model, path: str | Path, extra: dict | None = None) -> None:
     """A module's state dict (and `extra`) with torch.save, atomically."""
     import torch  # here: most importers of this module never need torch
 
+    with atomic(path) as tmp:
+        open(tmp, "wb").close()  # a denied write is a PermissionError here, not torch's RuntimeError below
+        try:
+            # to a path, not a file object: torch names the archive inside after the file, so the bytes
+            # (and the sha256 recorded of a backbone) stay those of every earlier run
+            torch.save({"state_dict": model.state_dict(), **(extra or {})}, tmp)
+        except RuntimeError as e:  # torch reports every failed write so
+            raise write_error(path, e) from None
+
+
+def write_error(path: str | Path, e: Exception):
+    """The error to raise for a library's failed write of `path` (torch, faiss and polars each raise
+    their own kind, without an errno): a full disk says so, anything else quotes the library."""
     from pipeline.core.errors import PipelineError
 
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
     try:
-        with atomic(path) as tmp:
-            torch.save({"state_dict": model.state_dict(), **(extra or {})}, tmp)
-    except RuntimeError as e:  # torch reports a failed write (a full disk) as a RuntimeError
-        raise PipelineError(f"cannot write {path}: {str(e)[:200]}; is the disk full?") from None
+        full = shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        full = False
+    return PipelineError(f"cannot write {path}: {'the disk is full' if full else str(e)[:200]}")
 
 
 def offline() -> bool:
