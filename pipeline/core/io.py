@@ -6,6 +6,7 @@ leaves the previous file whole (or none), never a half-written one.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -20,7 +21,10 @@ def atomic(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path beside `path`; renamed to `path` when the block ends without error,
     removed when it raises."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where a folder must be: say so as the OS does for a path through a file
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(path.parent)) from None
     tmp = path.with_name(path.name + ".tmp")
     try:
         yield tmp

@@ -144,10 +144,13 @@ def check_phi(config: dict, state, path) -> None:
     if config["variant"] not in PHI:
         raise PipelineError(f"{path}: unknown phi variant {quoted(config['variant'])}; valid names: "
                             f"{', '.join(PHI.names())}")
-    if config["embed_dim"] < 1 or config["token_width"] < 1 or not 0 <= config["dropout"] <= 1:
+    hidden = config.get("hidden")  # optional: an architecture's own width when absent
+    if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int)):
+        raise PipelineError(f"{path}: config 'hidden' is {quoted(hidden)}, not a whole number")
+    if min(config["embed_dim"], config["token_width"], hidden or 1) < 1 or not 0 <= config["dropout"] <= 1:
         raise PipelineError(f"{path}: config {config}: widths must be at least 1 and dropout in [0, 1]")
     with torch.device("meta"):  # shapes only, no memory
-        built = build_phi(config["variant"], config["embed_dim"], config["token_width"], config["dropout"])
+        built = build_phi(config["variant"], config["embed_dim"], config["token_width"], config["dropout"], hidden)
     expected = {k: tuple(v.shape) for k, v in built.state_dict().items()}
     if not isinstance(state, dict):
         raise PipelineError(f"{path}: phi's weights are a {type(state).__name__}, not a state dict")

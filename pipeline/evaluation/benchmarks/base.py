@@ -15,10 +15,10 @@ Rankings are plain dicts, query id -> list of image names, best first:
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pipeline.core.errors import MAX_LISTED, PipelineError, quoted
 from pipeline.data.images import ImageSource
@@ -50,6 +50,16 @@ class Benchmark:
     extra: dict = field(default_factory=dict)
     galleries: dict[str, list[str]] = field(default_factory=dict)  # per-group gallery (FashionIQ)
     candidate_depth: int = 0  # length of a submitted candidate ranking (CIRR subset, GeneCIS); 0: none
+
+    # the names `score` returns, known before any data is read (train.validate_metric is checked
+    # against them by the params stage); per group too where the benchmark has GROUPS
+    METRICS: ClassVar[tuple[str, ...]] = ()
+    GROUPS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def metric_names(cls, groups: Sequence[str] | None = None) -> list[str]:
+        groups = cls.GROUPS if groups is None else groups
+        return [*cls.METRICS, *(f"{m}/{g}" for g in groups for m in cls.METRICS)]
 
     def __post_init__(self) -> None:
         # Readers build these from annotation files: catch inconsistent files here, once.

@@ -45,6 +45,9 @@ STRIP = ".?, "  # the characters SEARLE/LinCIR strip from both ends of each capt
 
 
 class FashionIQ(Benchmark):
+    METRICS = tuple(f"R@{k}" for k in KS)
+    GROUPS = CATEGORIES
+
     def score(self, rankings: Rankings, candidate_rankings: Rankings | None = None) -> dict[str, float]:
         self.require_targets()
         ranked = dict(zip((q.id for q in self.queries), self.ranked(rankings, "rankings")))

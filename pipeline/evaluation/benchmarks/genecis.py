@@ -67,6 +67,9 @@ TASKS: dict[str, Callable[[Path, Any, Path, int], tuple[str, ImageSource]]] = {
 
 
 class GeneCIS(Benchmark):
+    METRICS = tuple(f"R@{k}" for k in KS)
+    GROUPS = tuple(TASKS)
+
     def alone(self, query: Query) -> GeneCIS:
         return replace(self, queries=[query], extra={**self.extra, "tasks": [query.group]})
 
