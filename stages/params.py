@@ -45,7 +45,7 @@ def main(params: dict, args) -> None:
         check(section(params, name))
     train = train_config(params)
     if train.validate_every:
-        check_dev(params.get("benchmarks"), train.validate_on, train.validate_metric)
+        check_dev(params, train.validate_on, train.validate_metric)
     method_config(params)
     for name in METHODS.names():  # every method's section, the unselected ones too: a typo waits for no one
         method_config(params, name)

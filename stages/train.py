@@ -45,7 +45,7 @@ def main(params: dict, args) -> None:
     name, method, config = method_config(params)
     recipe = phi_recipe(method, config, cfg)
     if cfg.validate_every:  # a metric typo fails now, not at the first validation
-        check_dev(params["benchmarks"], cfg.validate_on, cfg.validate_metric)
+        check_dev(params, cfg.validate_on, cfg.validate_metric)
     device = stage.device()
     backbone = backbones.load(args.backbone, device)
     tower = text_tower(backbone.model, backbone.tokenizer)

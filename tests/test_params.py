@@ -119,11 +119,12 @@ def test_a_dev_split_may_share_a_dataset_with_reported_ones():
     from pipeline.evaluation.benchmarks import check_dev
 
     fiq = {"kind": "fashioniq", "root": "datasets/FashionIQ", "split": "val"}
-    check_dev({"dev": {**fiq, "groups": ["dress"]}, "test": {**fiq, "groups": ["shirt", "toptee"]}}, "dev", "R@10/dress")
+    check_dev({"benchmarks": {"dev": {**fiq, "groups": ["dress"]}, "test": {**fiq, "groups": ["shirt", "toptee"]}}},
+              "dev", "R@10/dress")
     with pytest.raises(PipelineError, match="benchmarks.test scores the queries"):
-        check_dev({"dev": {**fiq, "groups": ["dress"]}, "test": fiq}, "dev", "R@10")
-    check_dev({"dev": {"kind": "cirr", "root": "c", "split": "val"}, "test": {"kind": "cirr", "root": "c", "split": "test1"}},
-              "dev", "subset_R@1")
+        check_dev({"benchmarks": {"dev": {**fiq, "groups": ["dress"]}, "test": fiq}}, "dev", "R@10")
+    check_dev({"benchmarks": {"dev": {"kind": "cirr", "root": "c", "split": "val"},
+                              "test": {"kind": "cirr", "root": "c", "split": "test1"}}}, "dev", "subset_R@1")
 
 
 def test_a_full_disk_is_a_message_not_a_traceback(capsys):

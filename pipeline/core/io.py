@@ -43,6 +43,14 @@ def write_json(path: str | Path, obj, indent: int | None = 2, newline: bool = Tr
     write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + ("\n" if newline else ""))
 
 
+def save_npy(path: str | Path, array) -> None:
+    """np.save, atomically (through a file: np.save would add .npy to the temporary name)."""
+    import numpy as np
+
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

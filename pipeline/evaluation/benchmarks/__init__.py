@@ -88,12 +88,12 @@ def check_benchmarks(entries) -> dict[str, BenchmarkEntry]:
     return checked
 
 
-def check_dev(entries, name: str, metric: str) -> None:
+def check_dev(params: dict, name: str, metric: str) -> None:
     """`train.validate_on` and `train.validate_metric`, before any work: the dev benchmark is an entry of
-    `benchmarks`, the metric is one it reports, and no other entry scores the same queries. Every
-    entry gets an evaluate@ stage, and every one but the dev entry reports results: one that scored
-    the dev queries would report phi on the queries it was selected on."""
-    checked = check_benchmarks(entries)
+    params.yaml's `benchmarks`, the metric is one it reports, and no other entry scores the same
+    queries. Every entry gets an evaluate@ stage, and every one but the dev entry reports results:
+    one that scored the dev queries would report phi on the queries it was selected on."""
+    checked = check_benchmarks(params.get("benchmarks"))
     if name not in checked:
         raise PipelineError(f"params.yaml: train.validate_on {quoted(name)} is not an entry of benchmarks "
                             f"({', '.join(checked)})")
