@@ -85,24 +85,35 @@ def test_a_failed_update_leaves_the_previous_index_working(photo_index, copy, mo
     search_index.read(copy)  # and trusted together
 
 
-@pytest.mark.parametrize("part, damage", [
-    ("index.json", lambda p: p.write_text(p.read_text()[:50])),
-    ("index.json", lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "images": "60"}))),
-    ("index.json", lambda p: p.write_text(json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "parts"}))),
-    ("index.json", lambda p: p.write_bytes(b"\xff\xfe{}")),
-    ("images.parquet", lambda p: p.write_bytes(p.read_bytes()[:200])),
-    ("latents.npy", lambda p: p.write_bytes(p.read_bytes()[:-128])),
-    ("latents.npy", lambda p: np.save(p, np.load(p) * 2)),  # a valid file, other values
-    ("gallery.faiss", lambda p: p.write_bytes(b"garbage")),
-    ("gallery.faiss", lambda p: faiss.write_index(  # a valid index of the same rows, in another order
+DAMAGE = {
+    "truncated record": ("index.json", lambda p: p.write_text(p.read_text()[:50])),
+    "rows as text": ("index.json", lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "images": "60"}))),
+    "no part checksums": ("index.json", lambda p: p.write_text(json.dumps(
+        {k: v for k, v in json.loads(p.read_text()).items() if k != "parts"}))),
+    "record not UTF-8": ("index.json", lambda p: p.write_bytes(b"\xff\xfe{}")),
+    "truncated table": ("images.parquet", lambda p: p.write_bytes(p.read_bytes()[:200])),
+    "truncated latents": ("latents.npy", lambda p: p.write_bytes(p.read_bytes()[:-128])),
+    "other latents": ("latents.npy", lambda p: np.save(p, np.load(p) * 2)),  # a valid file, other values
+    "garbage index": ("gallery.faiss", lambda p: p.write_bytes(b"garbage")),
+    "rows reordered": ("gallery.faiss", lambda p: faiss.write_index(  # a valid index of the same rows, reversed
         gallery.build_index(np.load(p.with_name("latents.npy"))[::-1].copy(), np.arange(60), "flat"), str(p))),
-])
-def test_a_damaged_part_is_refused_and_rebuilt_by_the_next_update(photo_index, copy, capsys, part, damage):
-    damage(copy / part)
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_part_is_refused(copy, capsys, damage):
+    part, spoil = DAMAGE[damage]
+    spoil(copy / part)
     with pytest.raises(search_index.DamagedIndex, match="cannot be trusted; build it again"):
-        open_index(copy)
+        search_index.read(copy)
     assert lincir(["search", "--index", copy, "--text", "is red"]) == 1
     one_error(capsys, part, "cannot be trusted")
+
+
+@pytest.mark.parametrize("damage", ["truncated record", "other latents", "rows reordered"])
+def test_the_next_update_rebuilds_a_damaged_index(photo_index, copy, capsys, damage):
+    part, spoil = DAMAGE[damage]
+    spoil(copy / part)
     done = update(photo_index, copy)
     if part == "gallery.faiss":  # rebuilt from the latents, which are still trusted: nothing to embed
         assert done["embedded"] == 0
@@ -110,6 +121,7 @@ def test_a_damaged_part_is_refused_and_rebuilt_by_the_next_update(photo_index, c
         assert done["embedded"] == 60 and "embedding every image" in capsys.readouterr().err
     rebuilt, original = search_index.read(copy), search_index.read(photo_index["index"])
     assert np.array_equal(rebuilt.latents, original.latents) and rebuilt.table.equals(original.table)
+    open_index(copy)
 
 
 def test_a_part_of_another_index_is_refused(photo_index, copy, tmp_path):
