@@ -182,6 +182,24 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_listed(photo_index, tmp_pat
     assert search_index.read(tmp_path / "idx").table["path"].to_list() == ["a.png", "b.png"]
 
 
+def test_an_image_whose_latent_is_not_finite_is_skipped_not_indexed(photo_index, tmp_path, monkeypatch):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        shutil.copy(photo_index["photos"] / "star/red-0.png", folder / name)
+    real = search_index.gallery.embed_readable
+
+    def nan_for_b(*args, **kwargs):
+        latents, rows, problems = real(*args, **kwargs)
+        latents[1] = np.nan
+        return latents, rows, problems
+
+    monkeypatch.setattr(search_index.gallery, "embed_readable", nan_for_b)
+    done = update(photo_index, tmp_path / "idx", folder=folder)
+    assert (done["images"], done["embedded"]) == (2, 2) and "not finite" in done["skipped"]["b.png"]
+    assert search_index.read(tmp_path / "idx").table["path"].to_list() == ["a.png", "c.png"]
+
+
 def test_a_phi_with_nan_weights_is_refused_by_index_and_search(photo_index, tmp_path, capsys):
     phi = torch.load(photo_index["phi"], weights_only=True)
     phi["state_dict"]["6.weight"][0, 0] = float("nan")
