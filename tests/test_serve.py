@@ -182,7 +182,8 @@ def test_at_most_decodes_uploads_are_decoded_at_once(photo_index, monkeypatch):
     (["--max-upload-mb", "nan"], "argument --max-upload-mb: must be a finite number"),
     (["--max-upload-megapixels", "0"], "argument --max-upload-megapixels: must be above 0, not 0"),
 ])
-def test_serve_arguments_are_range_checked(photo_index, capsys, argv, expected):
+def test_serve_arguments_are_range_checked(photo_index, capsys, monkeypatch, argv, expected):
+    monkeypatch.setattr(serve, "serve", lambda *a, **k: pytest.fail("a bad argument reached the server"))
     with pytest.raises(SystemExit) as done:
         main(["serve", "--index", str(photo_index["index"]), *argv])
     err = capsys.readouterr().err
