@@ -41,10 +41,12 @@ def with_nan(checkpoint: dict, where: str, key: str) -> dict:
     ({"config": CONFIG}, "has a 'config' but no 'state_dict'"),
     (ours(dropout=7), "dropout in [0, 1]"),
     (ours(embed_dim=True), "config 'embed_dim' is True"),
-    (ours(variant="mine"), "unknown phi variant 'mine'; valid names: official, paper"),
+    (ours(variant="mine"), f"unknown phi variant 'mine'; valid names: {', '.join(PHI.names())}"),
     (ours(embed_dim=16), "0.weight has shape (8,), but the paper phi of embed_dim 16 and token_width 6 has (16,)"),
     (ours(variant="official"), "do not fit the official phi of its config: missing ['3.bias'"),
     (ours(token_width=None), "config 'token_width' is None"),
+    (ours(hidden=2.5), "config 'hidden' is 2.5, not a whole number"),
+    (ours(hidden=16), "1.weight has shape (32, 8), but the paper phi"),  # a hidden width the weights do not have
     (with_nan(ours(), "state_dict", "4.weight"), "4.weight holds NaN or inf"),
     (with_nan(authors(), "Phi", "layers.6.weight"), "6.weight holds NaN or inf"),
 ])
