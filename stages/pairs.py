@@ -8,9 +8,11 @@ shards, also shard_images/ (their images, written once). The `pair_tokens` stage
 captions, so a masking experiment re-runs neither spaCy nor the image encoder here. Methods that
 learn from images (pipeline/methods/, lincir.supervision: image_latent) read them.
 """
+
 import numpy as np
 
 from pipeline.core import stage
+from pipeline.core.io import save_npy
 from pipeline.core.params import typed
 from pipeline.data.images import ImageSource, check_paths
 from pipeline.data.keywords import KeywordsConfig, tag_captions
@@ -32,17 +34,17 @@ def main(params: dict, args) -> None:
     images, captions, skipped = read_pairs(cfg, out / "shard_images")
     check_paths(images, f"pairs {cfg.path}")  # every image decodes, before any model work
     image_of = write_captions(captions, out / "captions.parquet")
-    np.save(out / "image_of.npy", image_of)
+    save_npy(out / "image_of.npy", image_of)
     write_images(images, cfg, out / "images.parquet")
     tag_captions(out / "captions.parquet", out / "keywords.parquet", kw.model, kw.pos, kw.batch_size, kw.n_process)
     backbone = backbones.load(args.backbone, device)
     latents = embed_images(backbone.model, backbone.preprocess, [ImageSource(p) for p in images],
                            batch_size=embed.batch_size, num_workers=embed.num_workers, device=device)
-    np.save(out / "latents.npy", latents)
+    save_npy(out / "latents.npy", latents)
     views = embed_views(backbone.model, backbone.preprocess, images, views=cfg.views, scale=cfg.view_scale,
                         seed=cfg.view_seed, batch_size=embed.batch_size, num_workers=embed.num_workers,
                         device=device) if cfg.views else np.zeros((len(images), 0, latents.shape[1]), np.float32)
-    np.save(out / "views.npy", views)
+    save_npy(out / "views.npy", views)
     print(f"pairs: {len(images)} images, {len(image_of)} captions"
           + (f", {skipped} shard samples without an image or a caption skipped" if skipped else ""))
 

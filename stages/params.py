@@ -15,7 +15,7 @@ from pipeline.data.masking import check_params as check_masking
 from pipeline.data.pairs import PairsConfig
 from pipeline.data.tokens import TokensConfig
 from pipeline.data.world import WorldConfig
-from pipeline.evaluation.benchmarks import check_benchmarks
+from pipeline.evaluation.benchmarks import check_benchmarks, check_dev
 from pipeline.evaluation.gallery import EmbedConfig
 from pipeline.evaluation.geometry import GeometryConfig
 from pipeline.evaluation.queries import EvaluateConfig
@@ -43,7 +43,9 @@ def main(params: dict, args) -> None:
     check_benchmarks(params.get("benchmarks"))
     for name, check in SECTIONS.items():
         check(section(params, name))
-    train_config(params)
+    train = train_config(params)
+    if train.validate_every:
+        check_dev(params, train.validate_on, train.validate_metric)
     method_config(params)
     for name in METHODS.names():  # every method's section, the unselected ones too: a typo waits for no one
         method_config(params, name)

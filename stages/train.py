@@ -21,7 +21,7 @@ from dvclive import Live
 from pipeline.core import stage
 from pipeline.core.io import file_sha256, write_json
 from pipeline.core.params import value
-from pipeline.evaluation.benchmarks import from_params
+from pipeline.evaluation.benchmarks import check_dev, from_params
 from pipeline.evaluation.prompts import prompt_for
 from pipeline.evaluation.queries import check_template, phi_score
 from pipeline.methods import Run, method_config, phi_recipe
@@ -29,6 +29,7 @@ from pipeline.model import backbone as backbones
 from pipeline.model.phi import save_phi
 from pipeline.model.text_encoder import text_tower
 from pipeline.training.loop import Validation, new_phi, train_config
+from pipeline.training.resume import saved_state
 
 PARAMS = ["method", "${method}", "noise", "train.steps", "train.batch_size", "train.lr", "train.weight_decay",
           "train.phi_variant", "train.dropout", "train.seed", "train.cache_targets", "train.truncate",
@@ -43,6 +44,8 @@ def main(params: dict, args) -> None:
     cfg = train_config(params)
     name, method, config = method_config(params)
     recipe = phi_recipe(method, config, cfg)
+    if cfg.validate_every:  # a metric typo fails now, not at the first validation
+        check_dev(params, cfg.validate_on, cfg.validate_metric)
     device = stage.device()
     backbone = backbones.load(args.backbone, device)
     tower = text_tower(backbone.model, backbone.tokenizer)
@@ -72,8 +75,10 @@ def main(params: dict, args) -> None:
                                 check_template(value(params, "evaluate.template", str)))
             score = phi_score(dev, backbone, args.dev_gallery, prompt, cfg.validate_metric, device)
             validation = Validation(score, cfg.validate_every)
-        # a resumed run's time covers only its own part of the training
-        resumed, start = args.checkpoint.is_file(), time.perf_counter()
+        # a resumed run's time covers only its own part of the training; a checkpoint of another
+        # config, inputs or code, or a damaged one, is not resumed (pipeline/training/resume.py)
+        resumed = saved_state(args.checkpoint, cfg, fingerprint)[0] is not None
+        start = time.perf_counter()
         phi = method.train(Run(backbone, tower, embed_dim, cfg, config, device, args.checkpoint, fingerprint,
                                args.tokens, args.pairs, args.pair_tokens, args.out, log, validation, recipe))
         seconds = time.perf_counter() - start

@@ -40,13 +40,16 @@ def test_committed_params_are_read_from_the_last_commit():
     assert base["noise"] in ablate.GROUPS["noise"].values
 
 
-def test_an_interrupted_run_resumes_with_the_missing_experiments(monkeypatch):
+def test_an_interrupted_run_resumes_with_the_missing_experiments(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
     done, calls, killed = set(), [], []
 
     def fake_dvc(*args):
         if args[:2] == ("exp", "list"):
             assert "--all-commits" in args  # a cell finished at an earlier commit is not run again
             return "\n".join(sorted(done)) + "\n"
+        if args[0] == "checkout":
+            return ""
         calls.append(args[3])
         if len(calls) == 3 and not killed:
             killed.append(args[3])
@@ -213,3 +216,83 @@ def test_every_paper_number_is_the_papers():
     for group, papers in results.PAPER.items():
         assert set(papers[0].values) <= set(ablate.GROUPS[group].values), group
     assert set(results.PAPER["noise"][0].values) == set(ablate.GROUPS["noise"].values)
+
+
+def test_a_failed_experiment_leaves_the_workspace_as_it_was(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = "# the world's settings\nnoise: unif_gaussian  # paper\ntrain:\n  seed: 0\n"
+    (tmp_path / "params.yaml").write_text(params)
+    (tmp_path / "data/train").mkdir(parents=True)
+    checkouts = []
+
+    def fake_dvc(*args):
+        if args[:2] == ("exp", "list"):
+            return ""
+        if args[0] == "checkout":  # what `dvc checkout --force` does: dvc.lock's outputs back
+            checkouts.append(args)
+            (tmp_path / "data/train").mkdir(parents=True)
+            return ""
+        # what a failing `dvc exp run -S ...` leaves: the cell's params without comments, outputs gone
+        (tmp_path / "params.yaml").write_text("noise: gaussian\ntrain:\n  seed: 0\n")
+        (tmp_path / "data/train").rmdir()
+        raise PipelineError("dvc exp run failed: the train stage diverged")
+
+    monkeypatch.setattr(ablate, "dvc", fake_dvc)
+    monkeypatch.setattr(ablate, "committed_params", lambda: BASE)
+    with pytest.raises(PipelineError, match="the train stage diverged"):
+        ablate.run(argparse.Namespace(groups=["noise"], seeds=1, dry_run=False))
+    assert (tmp_path / "params.yaml").read_text() == params and (tmp_path / "data/train").is_dir()
+    assert checkouts == [("checkout", "--force")]
+
+
+def lincir(argv) -> int:
+    from pipeline.tools.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    return code
+
+
+GOOD_SHOW = [{"rev": "workspace", "name": None, "data": {}, "experiments": [{"revs": [_exp("noise-none-s0", 10.0, 1.0)]}]}]
+
+
+@pytest.mark.parametrize("show, times, message", [
+    (b"not json", None, "show.json: not valid JSON"),
+    (b"\xff\xfe[]", None, "show.json: not UTF-8 text"),
+    (b"[" * 100_000 + b"]" * 100_000, None, "show.json: JSON nested too deeply"),
+    (b'[{"rev": ' + b"9" * 5000 + b"}]", None, "show.json: not a saved `dvc exp show --json`"),
+    (b'{"rev": "workspace"}', None, "the top level is {'rev': 'workspace'}, not a list of commits"),
+    (b'[{"rev": 7}]', None, "[0].rev is 7, not a commit"),
+    (b'[{"rev": "workspace", "experiments": [{"revs": "noise-none-s0"}]}]', None,
+     "[0].experiments[0].revs is 'noise-none-s0', not a list"),
+    (json.dumps([{"rev": "workspace", "experiments": [{"revs": [
+        {**_exp("noise-none-s0", 10.0, 1.0), "data": {"metrics": {"metrics/evaluate/world_cirr.json": {
+            "data": {"world_cirr": {"R@1": "12.5"}}}}}}]}]}]).encode(), None,
+     "noise-none-s0: world_cirr R@1 is '12.5', not a number"),
+    (None, b"[1, 2]", "times.json: expected {experiment:"),
+    (None, b'{"noise-none-s0": {"seconds": "12"}}', "times.json: 'noise-none-s0' is {'seconds': '12'}, not"),
+    (None, b'{"noise-none-s0": 12}', "'noise-none-s0' is 12, not"),
+    (None, b"\xff", "times.json: not UTF-8 text"),
+])
+def test_report_names_a_malformed_show_or_times_file(tmp_path, monkeypatch, capsys, show, times, message):
+    monkeypatch.setattr(results, "DISCUSSION", tmp_path / "none.md")
+    (tmp_path / "show.json").write_bytes(show if show is not None else json.dumps(GOOD_SHOW).encode())
+    (tmp_path / "times.json").write_bytes(times if times is not None else b"{}")
+    code = lincir(["ablate", "report", "--show", tmp_path / "show.json", "--times", tmp_path / "times.json",
+                   "--out", tmp_path / "RESULTS.md", "--png", tmp_path / "r.png"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "RESULTS.md").exists()
+
+
+def test_report_into_a_new_folder_and_seeds_checked(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(results, "DISCUSSION", tmp_path / "none.md")
+    (tmp_path / "show.json").write_text(json.dumps(GOOD_SHOW))
+    out = tmp_path / "new" / "folder" / "RESULTS.md"
+    assert lincir(["ablate", "report", "--show", tmp_path / "show.json", "--times", tmp_path / "none.json",
+                   "--out", out, "--png", tmp_path / "new" / "r.png"]) == 0
+    assert "| `none` | 10.00 (n=1)" in out.read_text() and sorted(p.name for p in out.parent.iterdir()) == ["RESULTS.md"]
+    assert lincir(["ablate", "run", "--seeds", "0"]) == 1
+    assert "argument --seeds: must be at least 1, not 0" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Benchmark readers on the real annotation files, the GeneCIS crop, and the image check."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -336,3 +337,74 @@ def test_per_query_scores_average_to_the_official_score(tiny_world, kind):
         assert len(values) == len(bench.queries)
         assert np.mean(values) == pytest.approx(scores[metric])
     assert per_query["R@5" if kind == "circo" else "R@1"][0] == 100.0  # the planted hit, alone
+
+
+# ---- hostile annotation and prediction files: one message, never a silently wrong name ----------
+def _fashioniq_root(tmp_path, entry: dict | None = None, split_names: list | None = None):
+    (tmp_path / "captions").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "image_splits").mkdir(exist_ok=True)
+    good = {"target": "B2", "candidate": "B1", "captions": ["is red", "has stripes"]}
+    (tmp_path / "captions/cap.dress.val.json").write_text(json.dumps([{**good, **(entry or {})}]))
+    (tmp_path / "image_splits/split.dress.val.json").write_text(json.dumps(split_names or ["B1", "B2", "B3"]))
+    return tmp_path
+
+
+@pytest.mark.parametrize("entry, split_names, message", [
+    ({"target": ["B2"]}, None, "entry 0: target is ['B2'], not an image name"),
+    ({"target": {"id": "B2"}}, None, "entry 0: target is {'id': 'B2'}, not an image name"),
+    ({"candidate": ["B1"]}, None, "entry 0: candidate is ['B1'], not an image name"),
+    ({"candidate": None}, None, "entry 0: candidate is None, not an image name"),
+    (None, ["B1", "B2", None], "split.dress.val.json: entry 2 is None, not an image name"),  # str(): 'None'
+    (None, ["B1", "B2", {}], "entry 2 is {}, not an image name (1 such entries)"),
+])
+def test_fashioniq_names_that_are_not_strings_are_refused(tmp_path, entry, split_names, message):
+    root = _fashioniq_root(tmp_path, entry, split_names)
+    with pytest.raises(PipelineError) as refused:
+        load_benchmark("fashioniq", root, "val", groups=["dress"])
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("task, item, message", [
+    ("focus_object", {"val_image_id": 1.7}, "val_image_id is 1.7, not an image id"),  # int(): 1
+    ("focus_object", {"val_image_id": True}, "val_image_id is True, not an image id"),  # int(): 1
+    ("focus_object", {"val_image_id": "12"}, "val_image_id is '12', not an image id"),
+    ("focus_attribute", {"image_id": 2.5, "instance_bbox": [0, 0, 1, 1]}, "image_id is 2.5, not an image id"),
+    ("focus_attribute", {"image_id": 2, "instance_bbox": [0, 0, True, 1]}, "instance_bbox should be [x, y, w, h]"),
+])
+def test_genecis_ids_that_are_not_whole_numbers_are_refused(tmp_path, task, item, message):
+    good = {"val_image_id": 1} if task == "focus_object" else {"image_id": 1, "instance_bbox": [0, 0, 1, 1]}
+    (tmp_path / f"{task}.json").write_text(json.dumps([{"condition": "cat", "reference": good, "target": item,
+                                                       "gallery": [good]}]))
+    with pytest.raises(PipelineError, match=f"entry 0: {re.escape(message)}"):
+        load_benchmark("genecis", tmp_path, "val", groups=[task])
+
+
+def test_a_prediction_file_with_a_5000_digit_number_is_one_message(tmp_path, capsys):
+    from pipeline.tools.score import main
+
+    root = _fashioniq_root(tmp_path / "fiq")
+    (tmp_path / "p.json").write_text('{"dress-0": [' + "9" * 5000 + "]}")
+    code = main(["fashioniq", "--root", str(root), "--groups", "dress", "--predictions", str(tmp_path / "p.json")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and "p.json: not a prediction file" in err and "Traceback" not in err
+
+
+def test_every_kind_declares_the_metrics_it_scores(tiny_world, tmp_path):
+    """Benchmark.METRICS is what train.validate_metric is checked against before any data exists:
+    it must be exactly what `score` returns."""
+    from pipeline.evaluation.benchmarks import CLASSES
+
+    world, _ = tiny_world
+    for kind in ("circo", "cirr"):
+        bench = load_benchmark(kind, world / "benchmarks" / kind, "val")
+        rankings = {q.id: [n for n in bench.gallery if n != q.reference][:bench.depth] for q in bench.queries}
+        candidates = {q.id: list(q.candidates)[:bench.candidate_depth] for q in bench.queries}
+        assert list(bench.score(rankings, candidates)) == CLASSES[kind].metric_names()
+    fiq = load_benchmark("fashioniq", _fashioniq_root(tmp_path), "val", groups=["dress"])
+    assert list(fiq.score({"dress-0": ["B1", "B2", "B3"]})) == CLASSES["fashioniq"].metric_names(["dress"])
+    (tmp_path / "focus_object.json").write_text(json.dumps([
+        {"condition": "cat", "reference": {"val_image_id": 1}, "target": {"val_image_id": 2},
+         "gallery": [{"val_image_id": i} for i in range(3, 6)]}]))
+    genecis = load_benchmark("genecis", tmp_path, "val", groups=["focus_object"])
+    top3 = {"focus_object-0": ["coco-2", "coco-3", "coco-4"]}
+    assert list(genecis.score(None, top3)) == CLASSES["genecis"].metric_names(["focus_object"])

@@ -14,7 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 # library functions a stage hands `params` to, and what they read of it
 READERS = {"train_config": ["train"], "method_config": ["method", "${method}", "noise"],
-           "from_params": ["benchmarks.*"]}
+           "from_params": ["benchmarks.*"], "check_dev": ["benchmarks.*"]}
 
 
 def declared_lists(source: str) -> dict[str, list[str] | None]:

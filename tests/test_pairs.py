@@ -1,6 +1,7 @@
 """Image–caption pairs: the table or the webdataset shards read in order, captions aligned
 with their images."""
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -86,6 +87,31 @@ def test_bad_shards_are_named(tmp_path, members, split, message):
     _shard(tmp_path / "s.tar", members)
     with pytest.raises(PipelineError, match=message):
         read_pairs(PairsConfig(path=str(tmp_path / "s.tar"), split=split), tmp_path / "out")
+
+
+def test_a_json_nested_too_deeply_is_named(tmp_path):
+    _shard(tmp_path / "s.tar", {"0.png": _png("red"), "0.json": b'{"captions": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"})
+    with pytest.raises(PipelineError, match="sample '0'.json is nested too deeply"):
+        read_pairs(PairsConfig(path=str(tmp_path / "s.tar"), split=""), tmp_path / "out")
+
+
+@pytest.mark.parametrize("member, size", [("0.txt", 3 << 30), ("0.png", 300 << 20)])
+def test_a_member_larger_than_a_caption_or_an_image_is_refused_unread(tmp_path, member, size):
+    """A member of gigabytes (as a gzipped shard of a few MB can hold): refused from its header,
+    before anything is read or written."""
+    with open(tmp_path / "s.tar", "wb") as f:
+        for name, data in {"0.png": _png("red"), "0.txt": b"a red square"}.items():
+            info = tarfile.TarInfo(name)
+            info.size = size if name == member else len(data)
+            f.write(info.tobuf())
+            if name == member:
+                f.seek(size, os.SEEK_CUR)  # a hole: the member's gigabytes take no disk (a sparse file)
+            else:
+                f.write(data + b"\0" * (-len(data) % 512))
+        f.write(b"\0" * 1024)  # the end of the archive
+    with pytest.raises(PipelineError, match=f"member '{member}' is {size:,} bytes; a .{member[2:]} may be at most"):
+        read_pairs(PairsConfig(path=str(tmp_path / "s.tar"), split=""), tmp_path / "out")
+    assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
 
 
 def test_a_file_that_is_not_a_tar_is_named(tmp_path):

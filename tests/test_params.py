@@ -90,6 +90,43 @@ def test_the_params_stage_accepts_the_default_and_refuses_a_bad_value(tmp_path, 
     assert code == 1 and "train.lr is missing" in err
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"method": ["lincir"]}, "a method is one name (lincir, masked_inversion, pic2word, searle), not ['lincir']"),
+    ({"train.validate_on": "world_dvv"}, "train.validate_on 'world_dvv' is not an entry of benchmarks "
+                                         "(world_circo, world_cirr, world_dev)"),
+    ({"train.validate_metric": "R@500"}, "train.validate_metric 'R@500' is not a metric of world_dev (cirr); "
+                                         "valid: R@1, R@5, R@10, R@50, subset_R@1"),
+    ({"train.validate_metric": "mAP@10"}, "'mAP@10' is not a metric of world_dev"),
+    # another entry scoring the dev queries: its results would come from the queries phi was selected on
+    ({"benchmarks.dev_again": {"kind": "cirr", "root": "data/world/benchmarks/cirr/", "split": "dev"}},
+     "benchmarks.dev_again scores the queries phi is selected on (train.validate_on: world_dev"),
+    ({"train.validate_on": "world_cirr", "benchmarks.cirr_val": {"kind": "cirr", "root": "data/world/benchmarks/cirr",
+                                                               "split": "val"}},
+     "benchmarks.cirr_val scores the queries phi is selected on (train.validate_on: world_cirr"),
+])
+def test_the_params_stage_refuses_what_would_fail_or_mislead_later(tmp_path, stage_cli, change, message):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for dotted, value in change.items():
+        section, _, key = dotted.rpartition(".")
+        (params[section] if section else params)[key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    code, err = stage_cli(tmp_path, "params")
+    assert code == 1 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_a_dev_split_may_share_a_dataset_with_reported_ones():
+    """Same root and kind, another split, or FashionIQ categories that do not overlap: no query in common."""
+    from pipeline.evaluation.benchmarks import check_dev
+
+    fiq = {"kind": "fashioniq", "root": "datasets/FashionIQ", "split": "val"}
+    check_dev({"benchmarks": {"dev": {**fiq, "groups": ["dress"]}, "test": {**fiq, "groups": ["shirt", "toptee"]}}},
+              "dev", "R@10/dress")
+    with pytest.raises(PipelineError, match="benchmarks.test scores the queries"):
+        check_dev({"benchmarks": {"dev": {**fiq, "groups": ["dress"]}, "test": fiq}}, "dev", "R@10")
+    check_dev({"benchmarks": {"dev": {"kind": "cirr", "root": "c", "split": "val"},
+                              "test": {"kind": "cirr", "root": "c", "split": "test1"}}}, "dev", "subset_R@1")
+
+
 def test_a_full_disk_is_a_message_not_a_traceback(capsys):
     def full():
         raise OSError(errno.ENOSPC, "No space left on device", "data/train/phi.pt.tmp")

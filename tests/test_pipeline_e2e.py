@@ -3,6 +3,7 @@
 file, and one `dvc exp run` whose re-run stages must be what tests/test_dvc_reruns.py's model of
 dvc.yaml predicts. The other "re-runs only X" promises are checked with that model, without DVC.
 Each test leaves the copy as the fixture made it, so they pass in any order."""
+import json
 import os
 import re
 import shutil
@@ -99,8 +100,11 @@ def test_second_repro_runs_nothing(project):
 def test_forced_retrain_changes_no_tracked_file(project):
     """No wall-clock value in what DVC hashes, and --force trains anew to the same phi."""
     root, dvc, _ = project
+    (root / "data/checkpoints").mkdir(exist_ok=True)
+    (root / "data/checkpoints/train.pt").write_bytes(b"a damaged checkpoint")  # ignored, and not called a resume
     out = sh(root, dvc, "repro", "--force", "--single-item", "train")
-    assert "resuming" not in out
+    assert "resuming" not in out and "ignoring the unreadable checkpoint" in out
+    assert json.loads((root / "logs/train.json").read_text())["resumed"] is False
     assert sh(root, "git", "status", "--porcelain").strip() == ""
 
 

@@ -151,15 +151,37 @@ def test_search_command_prints_json_and_draws_a_grid(photo_index, capsys, tmp_pa
     assert len(lines) == 3 and all(len(line.split("\t")) == 2 for line in lines)
 
 
+def lincir(argv: list[str]) -> int:
+    """`lincir ARGV`'s exit status: argparse exits on a bad argument, the commands return."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--image", "nowhere/none.png", "--text", "is red"], "neither an entry of the index nor an image file"),
     ([], "needs a reference image, a condition text, or both"),
-    (["--text", "is red", "-k", "0"], "k must be at least 1"),
+    (["--text", "is red", "-k", "0"], "argument -k: must be at least 1, not 0"),
+    (["--text", "is red and " + "very " * 30 + "bright"], "is 36 tokens long, more than the 32 the text encoder reads"),
+    (["--image", search_world.thing_path("star", "red", 0), "--text", "is like $ but blue"], "contains '$'"),
+    (["--text", "costs ＄5"], "contains '$'"),  # the tokenizer reads a fullwidth dollar as the placeholder too
 ])
 def test_bad_queries_are_one_error_line(photo_index, capsys, argv, message):
-    assert main(["search", "--index", str(photo_index["index"]), *argv]) == 1
+    assert lincir(["search", "--index", str(photo_index["index"]), *argv]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_condition_is_refused_only_where_the_encoder_would_cut_it(photo_index):
+    s = photo_index["searcher"]
+    fits = "is red and " + "very " * 26 + "bright"  # start + 30 + end: the 32 tokens of lincir-world
+    assert len(search(s, None, fits, 3)[1]) == 3
+    with pytest.raises(PipelineError, match="is 33 tokens long"):
+        search(s, None, fits + " indeed", 3)
+    ref = search_world.thing_path("star", "red", 0)  # composed: the template's words count too
+    with pytest.raises(PipelineError, match=r"the query 'a photo of \$ that is red.* is 37 tokens long"):
+        search(s, ref, fits, 3)
 
 
 def test_index_refuses_what_it_cannot_trust(photo_index, tmp_path, capsys):

@@ -112,6 +112,13 @@ def test_missing_image_is_reported_before_any_model_work(workdir, monkeypatch, c
     assert f"1 of {GALLERY} image files are missing or unreadable" in err and f"{gone} (missing)" in err
 
 
+def test_an_out_that_is_a_file_is_refused_before_any_work(workdir, monkeypatch, capsys):
+    (workdir / "taken").write_text("mine")
+    code, _, err = _submit(workdir, monkeypatch, capsys, "tiny_circo", "--split", "test", "--out", "taken")
+    assert code == 1 and err.startswith("error: --out taken is a file") and err.count("\n") == 1
+    assert (workdir / "taken").read_text() == "mine"
+
+
 def test_unknown_benchmark_names_those_in_params(workdir, monkeypatch, capsys):
     code, _, err = _submit(workdir, monkeypatch, capsys, "cirr", "--split", "test1")
     assert code == 1 and "no benchmark named 'cirr' in params.yaml; names: tiny_cirr, tiny_circo" in err

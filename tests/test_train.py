@@ -1,3 +1,5 @@
+import errno
+
 import numpy as np
 import pytest
 import torch
@@ -300,3 +302,61 @@ def test_early_stopping_on_a_toy_curve(tower, tmp_path):
     assert torch.equal(params_of(best), params_of(four))
     with pytest.raises(PipelineError, match="train.patience .* needs train.validate_every"):
         TrainConfig(validate_every=0, patience=3).check()
+
+
+def test_a_diverging_training_stops_with_an_error(tower, tmp_path):
+    """A large lr makes the loss NaN: the run stops there, no phi of NaN is returned (and so saved)."""
+    t, d, tok = tower
+    ids, masked = arrays(tok)
+    cfg = TrainConfig(steps=4, batch_size=12, lr=1e6, checkpoint_every=100, log_every=1)
+    with pytest.raises(PipelineError, match=r"phi training diverged: the loss is nan at step 1; lower train.lr "
+                                            r"\(now 1e\+06\)"):
+        train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / "c.pt")
+
+
+def test_a_checkpoint_that_cannot_be_written_does_not_stop_training(tower, tmp_path, monkeypatch, capsys):
+    from pipeline.training import loop
+
+    t, d, tok = tower
+    ids, masked = arrays(tok)
+    cfg = TrainConfig(steps=4, batch_size=12, lr=1e-3, dropout=0.0, checkpoint_every=2, log_every=1)
+    straight = train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / "a.pt")
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "b.pt.tmp"))
+
+    monkeypatch.setattr(loop, "save_training_state", full)
+    without = train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / "b.pt")
+    assert "warning: no checkpoint at step 2: [Errno 28] No space left on device" in capsys.readouterr().out
+    assert torch.equal(params_of(straight), params_of(without))
+
+
+def test_a_checkpoint_write_names_its_real_cause(tmp_path, monkeypatch, capsys):
+    from pipeline.core import io
+    from pipeline.core.errors import one_line
+
+    phi = build_phi("official", 8, 6, 0.5)
+
+    def denied(path, mode="r", *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(io, "open", denied, raising=False)
+    assert one_line(lambda: io.save_checkpoint(phi, tmp_path / "c.pt")) == 1
+    err = capsys.readouterr().err
+    assert "error: permission denied (" in err and "disk" not in err
+    monkeypatch.undo()
+
+    monkeypatch.setattr(torch, "save", lambda *a: (_ for _ in ()).throw(RuntimeError("unexpected pos 704 vs 598")))
+    monkeypatch.setattr(io.shutil, "disk_usage", lambda path: shutil_usage(0))
+    assert one_line(lambda: io.save_checkpoint(phi, tmp_path / "c.pt")) == 1
+    assert "error: cannot write " in (err := capsys.readouterr().err) and "c.pt: the disk is full" in err
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+    (tmp_path / "file").write_text("")
+    assert one_line(lambda: io.save_checkpoint(phi, tmp_path / "file" / "c.pt")) == 1
+    assert "error: a part of the path is a file, not a folder" in capsys.readouterr().err
+
+
+def shutil_usage(free: int):
+    import shutil
+
+    return shutil._ntuple_diskusage(10**9, 10**9 - free, free)

@@ -9,10 +9,17 @@ from collections.abc import Callable
 
 QUOTE_LIMIT = 80  # characters of a bad value an error message quotes
 MAX_LISTED = 10  # problems listed in one error message; the message always gives the total count
-# OS errors that are the machine's state, not a bug: answered with a message, not a traceback
-FILE_SYSTEM_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-                      errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-                      errno.EPERM: "permission denied"}
+# OS errors that are the machine's state or a bad path, not a bug: (what happened, what to do)
+FILE_SYSTEM_ERRORS = {
+    errno.ENOSPC: ("the disk is full", "free space, then run again"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free space, then run again"),
+    errno.EROFS: ("the file system is read-only", "write somewhere else"),
+    errno.EACCES: ("permission denied", "fix the permissions or write somewhere else"),
+    errno.EPERM: ("permission denied", "fix the permissions or write somewhere else"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "give another path"),
+    errno.EISDIR: ("the path is a folder, not a file", "give the path of a file"),
+    errno.ENAMETOOLONG: ("the file name is too long", "give a shorter path"),
+}
 
 
 class PipelineError(ValueError):
@@ -26,8 +33,8 @@ def quoted(value, limit: int = QUOTE_LIMIT) -> str:
 
 
 def one_line(run: Callable[[], int | None]) -> int:
-    """Calls `run`; a PipelineError, a full disk or a denied write becomes one `error:` line on
-    stderr and exit status 1. Anything else is a bug and keeps its traceback."""
+    """Calls `run`; a PipelineError, a full disk, a denied write or a path through a file becomes one
+    `error:` line on stderr and exit status 1. Anything else is a bug and keeps its traceback."""
     try:
         return run() or 0
     except PipelineError as e:
@@ -35,8 +42,8 @@ def one_line(run: Callable[[], int | None]) -> int:
     except OSError as e:
         if e.errno not in FILE_SYSTEM_ERRORS:
             raise
-        return fail(f"{FILE_SYSTEM_ERRORS[e.errno]} ({e.filename or e.strerror}): free space or fix permissions, "
-                    f"then run again")
+        what, fix = FILE_SYSTEM_ERRORS[e.errno]
+        return fail(f"{what} ({e.filename or e.strerror}): {fix}")
 
 
 def fail(message: str) -> int:

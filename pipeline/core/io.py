@@ -6,9 +6,11 @@ leaves the previous file whole (or none), never a half-written one.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +21,10 @@ def atomic(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path beside `path`; renamed to `path` when the block ends without error,
     removed when it raises."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where a folder must be: say so as the OS does for a path through a file
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(path.parent)) from None
     tmp = path.with_name(path.name + ".tmp")
     try:
         yield tmp
@@ -36,6 +41,14 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj, indent: int | None = 2, newline: bool = True, sort_keys: bool = False) -> None:
     write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + ("\n" if newline else ""))
+
+
+def save_npy(path: str | Path, array) -> None:
+    """np.save, atomically (through a file: np.save would add .npy to the temporary name)."""
+    import numpy as np
+
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -56,13 +69,27 @@ def save_checkpoint(model, path: str | Path, extra: dict | None = None) -> None:
     """A module's state dict (and `extra`) with torch.save, atomically."""
     import torch  # here: most importers of this module never need torch
 
+    with atomic(path) as tmp:
+        open(tmp, "wb").close()  # a denied write is a PermissionError here, not torch's RuntimeError below
+        try:
+            # to a path, not a file object: torch names the archive inside after the file, so the bytes
+            # (and the sha256 recorded of a backbone) stay those of every earlier run
+            torch.save({"state_dict": model.state_dict(), **(extra or {})}, tmp)
+        except RuntimeError as e:  # torch reports every failed write so
+            raise write_error(path, e) from None
+
+
+def write_error(path: str | Path, e: Exception):
+    """The error to raise for a library's failed write of `path` (torch, faiss and polars each raise
+    their own kind, without an errno): a full disk says so, anything else quotes the library."""
     from pipeline.core.errors import PipelineError
 
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
     try:
-        with atomic(path) as tmp:
-            torch.save({"state_dict": model.state_dict(), **(extra or {})}, tmp)
-    except RuntimeError as e:  # torch reports a failed write (a full disk) as a RuntimeError
-        raise PipelineError(f"cannot write {path}: {str(e)[:200]}; is the disk full?") from None
+        full = shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        full = False
+    return PipelineError(f"cannot write {path}: {'the disk is full' if full else str(e)[:200]}")
 
 
 def offline() -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, quoted
 
 T = TypeVar("T")
 
@@ -30,14 +30,16 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
+        valid = ", ".join(sorted(self._items))
+        if not isinstance(name, str):  # `method: [lincir]`: a list is no name (and unhashable)
+            raise PipelineError(f"a {self.kind} is one name ({valid}), not {quoted(name)}")
         try:
             return self._items[name]
         except KeyError:
-            valid = ", ".join(sorted(self._items))
             raise PipelineError(f"unknown {self.kind} {name!r}; valid names: {valid}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._items
+        return isinstance(name, str) and name in self._items

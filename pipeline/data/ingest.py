@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -107,6 +108,8 @@ def read_jsonl(path: Path, column: str | None, chunk: int) -> Iterator[list]:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise PipelineError(f"{path} line {number} is not JSON ({e.msg}); a .jsonl source has one JSON object a line") from None
+            except RecursionError:
+                raise PipelineError(f"{path} line {number} is JSON nested too deeply to be a caption record") from None
             if not isinstance(record, dict):
                 raise PipelineError(f"{path} line {number} is not a JSON object")
             if not checked:  # the first record plays the part of a header
@@ -165,11 +168,73 @@ def normalise(text: str) -> tuple[str, bool]:
     return " ".join(text.split()), stripped  # str.split() splits on every unicode whitespace
 
 
+# html.unescape's own pattern of a character reference: `&` and at most 34 characters after it
+# (a name of up to 32, `;`), or a run of digits that may be longer
+CHARREF = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)")
+REACH = 40  # characters a reference can span, with room to spare
+PASSES = 3  # whole-text passes before the linear scan: real captions are escaped once or twice
+
+
 def _unescape(text: str) -> str:
-    # to a fixpoint: the tokenizer unescapes more than once, so `&amp;#36;` also ends as `$`
-    while (decoded := html.unescape(text)) != text:
+    """`text` with HTML character references decoded until html.unescape changes nothing: the
+    tokenizer unescapes more than once, so `&amp;#36;` must also end as `$` here. Repeating
+    html.unescape is quadratic in the nesting (a 200 KB caption of nested `&amp;` took 3.8 s), so
+    after PASSES the rest is done by `_unescape_scan`, in time linear in the length."""
+    for _ in range(PASSES):
+        decoded = html.unescape(text)
+        if decoded == text:
+            return text
         text = decoded
-    return text
+    return _unescape_scan(text)
+
+
+def _unescape_scan(text: str) -> str:
+    """The fixpoint of html.unescape in one left-to-right pass: what a reference decodes to is read
+    again together with what precedes it (back to the last `&` within REACH). Its result is a fixpoint
+    too; where references are nested across each other (`&amp;not&#105;n;`) it may decode them in
+    another order than whole-text passes would."""
+    out: list[str] = []  # characters, decided
+    front, i = "", 0  # what is still to read: front (decoded text read again), then text[i:]
+    while front or i < len(text):
+        if not front:  # plain text up to the next `&` is final as it is
+            j = text.find("&", i)
+            j = len(text) if j < 0 else j
+            out.extend(text[i:j])
+            i = j
+            if i == len(text):
+                break
+        else:
+            j = front.find("&")
+            out.extend(front if j < 0 else front[:j])
+            front = "" if j < 0 else front[j:]
+            if not front:
+                continue
+        size, m = REACH, None
+        while True:  # a numeric reference of many digits: widen the window until it holds them all
+            window = (front + text[i:i + size])[:size]
+            m = CHARREF.match(window)
+            if not (m and m.end() == len(window) and len(window) == size):
+                break
+            size *= 2
+        decoded = html.unescape(m.group(0)) if m else None
+        if decoded is None or decoded == m.group(0):  # no reference here: the `&` is final
+            out.append("&")
+            consumed = 1
+        else:
+            consumed = m.end()
+            k = len(out) - 1  # the last `&` in reach may now begin a reference with what was decoded
+            while k >= max(0, len(out) - REACH) and out[k] != "&":
+                k -= 1
+            pulled = "".join(out[k:]) if k >= max(0, len(out) - REACH) else ""
+            del out[len(out) - len(pulled):]
+        if consumed <= len(front):
+            front = front[consumed:]
+        else:
+            i += consumed - len(front)
+            front = ""
+        if decoded is not None and decoded != m.group(0):
+            front = pulled + decoded + front
+    return "".join(out)
 
 
 def hash64(texts: list[str]) -> np.ndarray:

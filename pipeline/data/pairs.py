@@ -19,6 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.core.errors import PipelineError, quoted
+from pipeline.core.io import atomic
 from pipeline.core.params import at_least
 from pipeline.data.images import mask_file
 from pipeline.data.ingest import SCHEMA, normalise
@@ -91,9 +92,9 @@ def write_captions(captions: list[list[str]], out: Path) -> np.ndarray:
     returns image_of: the image row of each caption row."""
     texts = [normalise(t)[0] for cs in captions for t in cs]
     image_of = np.repeat(np.arange(len(captions)), [len(cs) for cs in captions])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"id": pa.array(np.arange(len(texts)), pa.int64()), "text": pa.array(texts, pa.string()),
-                             "source": pa.array(["pairs"] * len(texts), pa.string())}, schema=SCHEMA), out)
+    with atomic(out) as tmp:
+        pq.write_table(pa.table({"id": pa.array(np.arange(len(texts)), pa.int64()), "text": pa.array(texts, pa.string()),
+                                 "source": pa.array(["pairs"] * len(texts), pa.string())}, schema=SCHEMA), tmp)
     return image_of
 
 
@@ -108,7 +109,9 @@ def mask_path(image: Path, cfg: PairsConfig) -> Path | None:
 
 
 def write_images(images: list[Path], cfg: PairsConfig, out: Path) -> None:
-    pq.write_table(pa.table({"path": [str(p) for p in images], "mask": [str(mask_path(p, cfg) or "") for p in images]}), out)
+    with atomic(out) as tmp:
+        pq.write_table(pa.table({"path": [str(p) for p in images],
+                                 "mask": [str(mask_path(p, cfg) or "") for p in images]}), tmp)
 
 
 def caption_nouns(pairs: Path) -> tuple[list[str], list[list[tuple[int, int]]]]:

@@ -6,17 +6,22 @@ A sample's image is its member with an image extension; its caption is its `.txt
 the `caption_field` of its `.json` (a caption or a list of captions). Images are written to
 `into/<shard>/<n><ext>`, named by position, never by the member's name (a name like
 `../x.jpg` cannot escape `into`). A sample without an image or a caption is skipped and
-counted; a file that is not a tar archive is an error naming it.
+counted; a file that is not a tar archive is an error naming it, and so is a member larger than
+a caption (MAX_TEXT_BYTES) or an image (MAX_IMAGE_BYTES) can be: a gzipped shard of a few MB can
+unpack to gigabytes, and a member is read whole.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
 from pipeline.core.errors import PipelineError, quoted
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+MAX_TEXT_BYTES = 1 << 20  # a .txt or .json member (a caption and its metadata are a few KB)
+MAX_IMAGE_BYTES = 256 << 20  # an image member (a 100-megapixel JPEG is ~30 MB)
 
 
 def shard_files(path: Path) -> list[Path]:
@@ -44,15 +49,26 @@ def _samples(shard: Path) -> dict[str, dict[str, tarfile.TarInfo]]:
     return samples
 
 
-def _caption(tar: tarfile.TarFile, files: dict, caption_field: str, where: str) -> list[str] | None:
+def _member(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int, shard: Path):
+    """The member's file object, once its size (from its header: nothing is read yet) is within `limit`."""
+    if member.size > limit:
+        raise PipelineError(f"{shard}: member {quoted(member.name)} is {member.size:,} bytes; a "
+                            f"{PurePosixPath(member.name).suffix or 'member'} may be at most {limit:,} bytes: "
+                            "the shard is damaged or not a webdataset shard")
+    return tar.extractfile(member)
+
+
+def _caption(tar: tarfile.TarFile, files: dict, caption_field: str, where: str, shard: Path) -> list[str] | None:
     if ".txt" in files:
-        return [tar.extractfile(files[".txt"]).read().decode("utf-8", errors="replace").strip()]
+        return [_member(tar, files[".txt"], MAX_TEXT_BYTES, shard).read().decode("utf-8", errors="replace").strip()]
     if ".json" not in files:
         return None
     try:
-        value = json.loads(tar.extractfile(files[".json"]).read()).get(caption_field)
+        value = json.loads(_member(tar, files[".json"], MAX_TEXT_BYTES, shard).read()).get(caption_field)
     except (ValueError, AttributeError):
         raise PipelineError(f"{where}.json is not a JSON object") from None
+    except RecursionError:
+        raise PipelineError(f"{where}.json is nested too deeply to be a caption's metadata") from None
     texts = [value] if isinstance(value, str) else value
     if texts is None:
         return None
@@ -72,12 +88,13 @@ def read_shards(path: Path, caption_field: str, into: Path) -> tuple[list[Path],
         with tarfile.open(shard) as tar:
             for key, files in samples.items():
                 image = next((e for e in IMAGE_EXTENSIONS if e in files), None)
-                texts = _caption(tar, files, caption_field, f"{shard} sample {key!r}")
+                texts = _caption(tar, files, caption_field, f"{shard} sample {key!r}", shard)
                 if image is None or not texts or not any(t.strip() for t in texts):
                     skipped += 1
                     continue
                 out = folder / f"{len(images):08d}{image}"
-                out.write_bytes(tar.extractfile(files[image]).read())
+                with _member(tar, files[image], MAX_IMAGE_BYTES, shard) as source, open(out, "wb") as target:
+                    shutil.copyfileobj(source, target)  # in blocks, not whole
                 images.append(out)
                 captions.append(texts)
     if not images:

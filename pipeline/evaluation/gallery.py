@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from pipeline.core import io
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import at_least
 from pipeline.core.registry import Registry
@@ -141,11 +142,11 @@ def embed_benchmark(bench: Benchmark, model: torch.nn.Module, preprocess, *, bat
 
 def save(out: Path, names: list[str], features: np.ndarray, indexes: dict[str, faiss.Index]) -> None:
     """`indexes`: one per gallery, keyed by group ("" = the benchmark's one gallery)."""
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "features.npy", features)
-    (out / "names.json").write_text(json.dumps({"images": names, "galleries": sorted(indexes)}))
+    io.save_npy(out / "features.npy", features)
+    io.write_text(out / "names.json", json.dumps({"images": names, "galleries": sorted(indexes)}))
     for group, index in indexes.items():
-        faiss.write_index(index, str(out / f"gallery{'-' + group if group else ''}.faiss"))
+        with io.atomic(out / f"gallery{'-' + group if group else ''}.faiss") as tmp:
+            faiss.write_index(index, str(tmp))
 
 
 def on_gpus(index: faiss.Index) -> faiss.Index:

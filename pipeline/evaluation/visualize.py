@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 from PIL import Image, ImageDraw, ImageFont
 
+from pipeline.core.io import atomic
 from pipeline.data.images import open_image, to_rgb
 from pipeline.evaluation.benchmarks import Benchmark
 
@@ -48,8 +49,8 @@ def draw_grid(rows: list[Row], top_k: int, title: str, path: Path) -> None:
             x = CELL + TEXT_W + c * CELL
             draw.rectangle([x, y, x + CELL - 1, y + CELL - 1], fill=GREEN if target else GREY)
             grid.paste(image, (x + 4, y + 4))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
+    with atomic(path) as tmp:  # the format from the real name: the temporary one ends in .tmp
+        grid.save(tmp, format=Image.registered_extensions().get(Path(path).suffix.lower(), "PNG"))
 
 
 def thumb(image: Image.Image) -> Image.Image:

@@ -85,7 +85,14 @@ def read_identity(identity_file: Path) -> dict:
     """The backbone stage's record: {"model", "pretrained" (the weights file), "sha256"}."""
     if not Path(identity_file).is_file():
         raise PipelineError(f"{identity_file} not found: run the backbone stage first (dvc repro backbone)")
-    return json.loads(Path(identity_file).read_text())
+    try:
+        ident = json.loads(Path(identity_file).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise PipelineError(f"{identity_file} is not a backbone record (JSON): {str(e)[:100]}") from None
+    if not isinstance(ident, dict) or not all(isinstance(ident.get(k), str) for k in ("model", "pretrained", "sha256")):
+        raise PipelineError(f"{identity_file} is not a backbone record: it needs \"model\", \"pretrained\" (the weights "
+                            f"file) and \"sha256\", as the backbone stage writes them")
+    return ident
 
 
 def from_identity(ident: dict, device: str = "cpu") -> Backbone:

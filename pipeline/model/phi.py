@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, quoted
 from pipeline.core.io import save_checkpoint
 from pipeline.core.registry import Registry
 
@@ -78,30 +78,41 @@ def save_phi(phi: nn.Module, config: dict, path) -> None:
 
 
 def _pipeline_format(ckpt: dict, path) -> tuple[dict, dict]:
-    return ckpt["config"], ckpt["state_dict"]
+    config, state = ckpt["config"], ckpt.get("state_dict")
+    if not isinstance(config, dict):
+        raise PipelineError(f"{path}: 'config' is {quoted(config)}, not a mapping of variant, embed_dim, "
+                            f"token_width, dropout")
+    if state is None:
+        raise PipelineError(f"{path}: has a 'config' but no 'state_dict' (phi's weights)")
+    return config, state
 
 
 def _authors_format(ckpt: dict, path) -> tuple[dict, dict]:
     """The released `{"Phi": layers.*}` of navervision/lincir: its Sequential has the same
     indices (0, 3, 6) as the `official` variant here, so only the `layers.` prefix goes."""
-    state = {k.removeprefix("layers."): v for k, v in ckpt["Phi"].items()}
+    if not isinstance(ckpt["Phi"], dict):
+        raise PipelineError(f"{path}: 'Phi' is a {type(ckpt['Phi']).__name__}, not a state dict of layers.0/3/6")
+    state = {str(k).removeprefix("layers."): v for k, v in ckpt["Phi"].items()}
     expected = {f"{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")}
     if set(state) != expected:
-        raise PipelineError(f"{path}: 'Phi' has keys {sorted(ckpt['Phi'])}; an authors' phi has "
+        raise PipelineError(f"{path}: 'Phi' has keys {sorted(map(str, ckpt['Phi']))[:8]}; an authors' phi has "
                             f"layers.0/3/6.weight/bias")
-    d, w, hidden = state["0.weight"].shape[1], state["6.weight"].shape[0], state["0.weight"].shape[0]
-    if hidden != 4 * d:
-        raise PipelineError(f"{path}: hidden width {hidden} is not 4 x the input width {d}, as phi here builds it")
+    first, last = state["0.weight"], state["6.weight"]
+    if not all(isinstance(t, torch.Tensor) and t.dim() == 2 for t in (first, last)):
+        raise PipelineError(f"{path}: layers.0.weight and layers.6.weight must be matrices (2-d tensors)")
+    # the widths come from the weights; check_phi then holds every other tensor to them
     # dropout is inactive at inference; 0.5 is the authors' training value
-    return {"variant": "official", "embed_dim": d, "token_width": w, "dropout": 0.5}, state
+    return {"variant": "official", "embed_dim": first.shape[1], "token_width": last.shape[0], "dropout": 0.5}, state
 
 
+# what a checkpoint's config holds
+CONFIG = {"variant": str, "embed_dim": int, "token_width": int, "dropout": (int, float)}
 # a checkpoint's top-level key -> how to read it
 CHECKPOINT_FORMATS = {"config": _pipeline_format, "Phi": _authors_format}
 
 
 def read_phi_checkpoint(path) -> tuple[dict, dict]:
-    """(config, state dict) of a phi checkpoint in either format; errors name the file."""
+    """(config, state dict) of a phi checkpoint in either format, checked by `check_phi`; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"phi checkpoint {path} not found: train phi (dvc repro train) or pass another file")
@@ -111,10 +122,53 @@ def read_phi_checkpoint(path) -> tuple[dict, dict]:
         raise PipelineError(f"{path} is not a readable phi checkpoint: {type(e).__name__}: {e}") from None
     for key, read in CHECKPOINT_FORMATS.items():
         if isinstance(ckpt, dict) and key in ckpt:
-            return read(ckpt, path)
-    found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+            config, state = read(ckpt, path)
+            check_phi(config, state, path)
+            return config, state
+    found = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
     raise PipelineError(f"{path} is not a phi checkpoint of this pipeline ({{'state_dict', 'config'}}) nor of the "
                         f"authors ({{'Phi': ...}}); found {found}")
+
+
+def check_phi(config: dict, state, path) -> None:
+    """A checkpoint's config against its weights, before anything is built from them: the config's
+    values typed and in range, the variant it names (any of PHI) built on the meta device (shapes
+    only, no memory), and every tensor of `state` of the shape that variant has, and finite. A phi
+    with NaN or inf weights (a training that diverged) would rank every image alike."""
+    for key, kind in CONFIG.items():
+        value = config.get(key)
+        if key not in config or isinstance(value, bool) or not isinstance(value, kind):
+            raise PipelineError(f"{path}: config {key!r} is {quoted(value) if key in config else 'missing'}; "
+                                f"a phi config has variant (a name), embed_dim and token_width (whole numbers) "
+                                f"and dropout (a number)")
+    if config["variant"] not in PHI:
+        raise PipelineError(f"{path}: unknown phi variant {quoted(config['variant'])}; valid names: "
+                            f"{', '.join(PHI.names())}")
+    hidden = config.get("hidden")  # optional: an architecture's own width when absent
+    if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int)):
+        raise PipelineError(f"{path}: config 'hidden' is {quoted(hidden)}, not a whole number")
+    if min(config["embed_dim"], config["token_width"], hidden or 1) < 1 or not 0 <= config["dropout"] <= 1:
+        raise PipelineError(f"{path}: config {config}: widths must be at least 1 and dropout in [0, 1]")
+    with torch.device("meta"):  # shapes only, no memory
+        built = build_phi(config["variant"], config["embed_dim"], config["token_width"], config["dropout"], hidden)
+    expected = {k: tuple(v.shape) for k, v in built.state_dict().items()}
+    if not isinstance(state, dict):
+        raise PipelineError(f"{path}: phi's weights are a {type(state).__name__}, not a state dict")
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(map(str, set(state) - set(expected)))
+    if missing or unexpected:
+        raise PipelineError(f"{path}: the weights do not fit the {config['variant']} phi of its config: "
+                            f"missing {missing[:6]}, unexpected {unexpected[:6]}")
+    for key, shape in expected.items():
+        tensor = state[key]
+        if not isinstance(tensor, torch.Tensor):
+            raise PipelineError(f"{path}: {key} is {quoted(tensor)}, not a tensor")
+        if tuple(tensor.shape) != shape:
+            raise PipelineError(f"{path}: {key} has shape {tuple(tensor.shape)}, but the {config['variant']} phi of "
+                                f"embed_dim {config['embed_dim']} and token_width {config['token_width']} has {shape}: "
+                                "the config does not describe these weights")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise PipelineError(f"{path}: {key} holds NaN or inf: phi comes from a training that diverged; "
+                                "train it again (a lower train.lr)")
 
 
 def load_phi(path, device: str = "cpu") -> nn.Module:

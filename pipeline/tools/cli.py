@@ -2,10 +2,10 @@
 registers itself with `add_parser(subparsers)`; the pipeline itself runs with `dvc repro`."""
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import sys
 
+from pipeline.core.arguments import Parser
 from pipeline.core.errors import one_line
 from pipeline.tools import cam, perf, score, submit
 from pipeline.tools.experiments import ablate
@@ -15,7 +15,7 @@ COMMANDS = [score, submit, ablate, perf, search, cam]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="lincir",
         description="LinCIR pipeline tools. The pipeline itself runs with `dvc repro` (see README.md).")
     parser.add_argument("--version", action="version",

@@ -61,6 +61,8 @@ def submit(name: str, split: str, out: Path) -> list[Path]:
     from pipeline.model import backbone as backbones
     from pipeline.model.phi import load_phi
 
+    if out.exists() and not out.is_dir():
+        raise PipelineError(f"--out {out} is a file: give the folder to write the submission file(s) to")
     params = load_params()
     embed, evaluate = section(params, "embed"), typed(EvaluateConfig, section(params, "evaluate"), "evaluate")
     bench = from_params(params, name, split)

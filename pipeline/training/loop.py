@@ -174,7 +174,7 @@ def fit(phi: torch.nn.Module, objective: Objective, cfg: TrainConfig, *, device:
         if part.rank == 0:
             if step % cfg.log_every == 0 or step + 1 == cfg.steps:
                 # only the loss is logged: a wall-clock rate would make DVC-tracked files differ run to run
-                values = {"loss": loss.item()}
+                values = {"loss": finite_loss(loss.item(), step, cfg)}
                 history.append((step, values))
                 log(step, values)
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
@@ -185,7 +185,10 @@ def fit(phi: torch.nn.Module, objective: Objective, cfg: TrainConfig, *, device:
                 stop = validation.exhausted(step + 1, cfg.patience)
             if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
                 best = (validation.best_step, validation.best_score, validation.best_state) if validation else None
-                save_training_state(phi, opt, step + 1, cfg, fingerprint, checkpoint, history, best)
+                try:
+                    save_training_state(phi, opt, step + 1, cfg, fingerprint, checkpoint, history, best)
+                except (PipelineError, OSError) as e:  # a checkpoint only saves time: train on without it
+                    tqdm.write(f"warning: no checkpoint at step {step + 1}: {e}")
         if cfg.patience and part.world > 1:  # every process stops at the same step
             flag = torch.tensor([float(stop)], device=device)
             dist.broadcast(flag, 0)
@@ -197,4 +200,17 @@ def fit(phi: torch.nn.Module, objective: Objective, cfg: TrainConfig, *, device:
             break
     if validation and validation.best_state is not None and part.rank == 0:
         phi.load_state_dict(validation.best_state)
+    bad = [name for name, p in phi.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise PipelineError(f"phi training diverged: {', '.join(bad[:4])} hold NaN or inf at the end of training; "
+                            f"lower train.lr (now {cfg.lr:g})")
     return phi.eval()
+
+
+def finite_loss(value: float, step: int, cfg: TrainConfig) -> float:
+    """The loss, or an error once it is NaN or inf: phi's weights are then NaN too, and every later
+    step and the phi saved would be worthless (evaluate would rank every image alike)."""
+    if not np.isfinite(value):
+        raise PipelineError(f"phi training diverged: the loss is {value} at step {step}; lower train.lr "
+                            f"(now {cfg.lr:g}) or check the inputs")
+    return value

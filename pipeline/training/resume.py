@@ -18,18 +18,24 @@ def resumable(checkpoint: Path, cfg: TrainConfig, fingerprint: str, device: str 
     """The saved state of a killed run, if `checkpoint` is from a run of this config on these inputs
     with this code (the fingerprint). An unreadable checkpoint is ignored with a warning: it only
     saves time, and training from step 0 gives the same phi."""
+    state, problem = saved_state(checkpoint, cfg, fingerprint, device)
+    if problem:
+        print(f"warning: ignoring the unreadable checkpoint {checkpoint} ({problem}); training from step 0")
+    return state
+
+
+def saved_state(checkpoint: Path, cfg: TrainConfig, fingerprint: str, device: str = "cpu") -> tuple[dict | None, str]:
+    """(the state a run of `cfg` resumes from or None, why an existing checkpoint cannot be read or "")."""
     if not Path(checkpoint).is_file():
-        return None
+        return None, ""
     try:
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         match = state["config"] == asdict(cfg) and state["fingerprint"] == fingerprint
         if match and not 0 < state["step"] < cfg.steps:
             raise ValueError(f"step {state['step']} is outside 1..{cfg.steps - 1}")
     except Exception as e:  # noqa: BLE001  (torch raises many kinds for a damaged file)
-        print(f"warning: ignoring the unreadable checkpoint {checkpoint} ({type(e).__name__}: {str(e)[:200]}); "
-              f"training from step 0")
-        return None
-    return state if match else None
+        return None, f"{type(e).__name__}: {str(e)[:200]}"
+    return (state if match else None), ""
 
 
 def save_training_state(phi, opt, step: int, cfg: TrainConfig, fingerprint: str, path: Path,

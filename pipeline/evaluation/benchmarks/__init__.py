@@ -19,19 +19,22 @@ from pipeline.core.params import typed
 from pipeline.core.registry import Registry
 from pipeline.data.images import check_paths
 from pipeline.evaluation.benchmarks.base import Benchmark, Query
-from pipeline.evaluation.benchmarks.circo import read_circo
-from pipeline.evaluation.benchmarks.cirr import read_cirr
-from pipeline.evaluation.benchmarks.fashioniq import read_fashioniq
-from pipeline.evaluation.benchmarks.genecis import read_genecis
+from pipeline.evaluation.benchmarks.circo import CIRCO, read_circo
+from pipeline.evaluation.benchmarks.cirr import CIRR, read_cirr
+from pipeline.evaluation.benchmarks.fashioniq import FashionIQ, read_fashioniq
+from pipeline.evaluation.benchmarks.genecis import GeneCIS, read_genecis
 
-__all__ = ["BENCHMARKS", "Benchmark", "BenchmarkEntry", "Query", "check_benchmarks", "check_images", "from_params",
-           "load_benchmark"]
+__all__ = ["BENCHMARKS", "CLASSES", "Benchmark", "BenchmarkEntry", "Query", "check_benchmarks", "check_dev",
+           "check_images", "from_params", "load_benchmark"]
 
 BENCHMARKS: Registry[Callable[..., Benchmark]] = Registry("benchmark")
 BENCHMARKS.register("circo")(read_circo)
 BENCHMARKS.register("cirr")(read_cirr)
 BENCHMARKS.register("fashioniq")(read_fashioniq)
 BENCHMARKS.register("genecis")(read_genecis)
+
+# The class each kind's reader makes: its metric names are known before any data is read.
+CLASSES: dict[str, type[Benchmark]] = {"circo": CIRCO, "cirr": CIRR, "fashioniq": FashionIQ, "genecis": GeneCIS}
 
 # Readers that take `groups`, and what a group is there.
 GROUPED = {"fashioniq": "category", "genecis": "task"}
@@ -83,6 +86,35 @@ def check_benchmarks(entries) -> dict[str, BenchmarkEntry]:
                                 f"(at most 64, starting with a letter or digit)")
         checked[name] = typed(BenchmarkEntry, entry, f"benchmarks.{name}", complete=False)  # groups: optional
     return checked
+
+
+def check_dev(params: dict, name: str, metric: str) -> None:
+    """`train.validate_on` and `train.validate_metric`, before any work: the dev benchmark is an entry of
+    params.yaml's `benchmarks`, the metric is one it reports, and no other entry scores the same
+    queries. Every entry gets an evaluate@ stage, and every one but the dev entry reports results:
+    one that scored the dev queries would report phi on the queries it was selected on."""
+    checked = check_benchmarks(params.get("benchmarks"))
+    if name not in checked:
+        raise PipelineError(f"params.yaml: train.validate_on {quoted(name)} is not an entry of benchmarks "
+                            f"({', '.join(checked)})")
+    dev = checked[name]
+    valid = CLASSES[dev.kind].metric_names(dev.groups)
+    if metric not in valid:
+        raise PipelineError(f"params.yaml: train.validate_metric {quoted(metric)} is not a metric of {name} "
+                            f"({dev.kind}); valid: {', '.join(valid)}")
+    for other, entry in checked.items():
+        if other != name and _same_queries(dev, entry):
+            raise PipelineError(f"params.yaml: benchmarks.{other} scores the queries phi is selected on "
+                                f"(train.validate_on: {name}, {dev.kind} {dev.split} of {dev.root}), so its results "
+                                f"would be measured on the queries phi was chosen by; select phi on a split no "
+                                f"other entry scores")
+
+
+def _same_queries(a: BenchmarkEntry, b: BenchmarkEntry) -> bool:
+    if (a.kind, a.split, Path(a.root).resolve()) != (b.kind, b.split, Path(b.root).resolve()):
+        return False
+    every = CLASSES[a.kind].GROUPS  # FashionIQ's categories, GeneCIS' tasks: entries may take disjoint ones
+    return not every or bool(set(a.groups or every) & set(b.groups or every))
 
 
 def from_params(params: dict, name: str, split: str | None = None) -> Benchmark:

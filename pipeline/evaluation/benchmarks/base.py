@@ -15,12 +15,13 @@ Rankings are plain dicts, query id -> list of image names, best first:
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pipeline.core.errors import MAX_LISTED, PipelineError, quoted
+from pipeline.core.io import write_text
 from pipeline.data.images import ImageSource
 
 
@@ -50,6 +51,16 @@ class Benchmark:
     extra: dict = field(default_factory=dict)
     galleries: dict[str, list[str]] = field(default_factory=dict)  # per-group gallery (FashionIQ)
     candidate_depth: int = 0  # length of a submitted candidate ranking (CIRR subset, GeneCIS); 0: none
+
+    # the names `score` returns, known before any data is read (train.validate_metric is checked
+    # against them by the params stage); per group too where the benchmark has GROUPS
+    METRICS: ClassVar[tuple[str, ...]] = ()
+    GROUPS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def metric_names(cls, groups: Sequence[str] | None = None) -> list[str]:
+        groups = cls.GROUPS if groups is None else groups
+        return [*cls.METRICS, *(f"{m}/{g}" for g in groups for m in cls.METRICS)]
 
     def __post_init__(self) -> None:
         # Readers build these from annotation files: catch inconsistent files here, once.
@@ -180,9 +191,7 @@ class Benchmark:
         self.check_rankings(cut, kind, path)
         content = dict(self.file_header(kind))
         content.update({q.id: [self.encode_name(n) for n in cut[q.id]] for q in self.queries})
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(content))
+        write_text(path, json.dumps(content))
 
     def check_rankings(self, rankings: dict[str, list], kind: str, source: Path | str) -> Rankings:
         """Every query present, nothing else; each ranking the official length, no duplicates,
@@ -277,6 +286,8 @@ def read_json(path: Path, what: str, unique_keys: bool = False) -> Any:
         raise PipelineError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); JSON files are UTF-8") from None
     except json.JSONDecodeError as e:
         raise PipelineError(f"{path}: not valid JSON ({e})") from None
+    except ValueError as e:  # an integer of more digits than Python converts (4,300), and the like
+        raise PipelineError(f"{path}: not a {what} ({str(e)[:120]})") from None
     except RecursionError:
         raise PipelineError(f"{path}: JSON nested too deeply to be a {what}") from None
 
@@ -310,6 +321,22 @@ def entry_field(entry: Any, key: str, path: Path, index: int) -> Any:
     if key not in entry:
         raise PipelineError(f"{path}: entry {index} has no {key!r}")
     return entry[key]
+
+
+def name_field(entry: Any, key: str, path: Path, index: int, what: str = "an image name") -> str:
+    """entry[key] as a name: a non-empty string (a list, an object or null names no image)."""
+    value = entry_field(entry, key, path, index)
+    if not isinstance(value, str) or not value:
+        raise PipelineError(f"{path}: entry {index}: {key} is {quoted(value)}, not {what}")
+    return value
+
+
+def id_field(entry: Any, key: str, path: Path, index: int) -> int:
+    """entry[key] as an image id: a whole number (1.7 or true is no id; int() would make them 1)."""
+    value = entry_field(entry, key, path, index)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PipelineError(f"{path}: entry {index}: {key} is {quoted(value)}, not an image id (a whole number)")
+    return value
 
 
 def annotation_list(path: Path, what: str) -> list:

@@ -35,6 +35,8 @@ ASPECT_K = 10
 
 
 class CIRCO(Benchmark):
+    METRICS = (*(f"mAP@{k}" for k in KS), *(f"R@{k}" for k in KS))
+
     def score(self, rankings: Rankings, candidate_rankings: Rankings | None = None) -> dict[str, float]:
         self.require_targets()
         ranked = self.ranked(rankings, "rankings")

@@ -36,6 +36,8 @@ VERSION = "rc2"
 
 
 class CIRR(Benchmark):
+    METRICS = (*(f"R@{k}" for k in KS), *(f"subset_R@{k}" for k in SUBSET_KS))
+
     def score(self, rankings: Rankings, candidate_rankings: Rankings | None = None) -> dict[str, float]:
         self.require_targets()
         targets = [q.targets[0] for q in self.queries]

@@ -27,7 +27,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, quoted
 from pipeline.data.images import ImageSource
 from pipeline.evaluation import metrics
 from pipeline.evaluation.benchmarks.base import (
@@ -37,6 +37,7 @@ from pipeline.evaluation.benchmarks.base import (
     annotation_list,
     entry_field,
     inside,
+    name_field,
 )
 
 CATEGORIES = ("dress", "shirt", "toptee")
@@ -45,6 +46,9 @@ STRIP = ".?, "  # the characters SEARLE/LinCIR strip from both ends of each capt
 
 
 class FashionIQ(Benchmark):
+    METRICS = tuple(f"R@{k}" for k in KS)
+    GROUPS = CATEGORIES
+
     def score(self, rankings: Rankings, candidate_rankings: Rankings | None = None) -> dict[str, float]:
         self.require_targets()
         ranked = dict(zip((q.id for q in self.queries), self.ranked(rankings, "rankings")))
@@ -78,7 +82,12 @@ def read_fashioniq(root: Path, split: str, groups: Sequence[str] = CATEGORIES) -
     queries: list[Query] = []
     for category in groups:
         split_path = root / "image_splits" / f"split.{category}.{split}.json"
-        galleries[category] = [str(n) for n in annotation_list(split_path, f"FashionIQ {category} {split} image split")]
+        names = annotation_list(split_path, f"FashionIQ {category} {split} image split")
+        bad = [(i, n) for i, n in enumerate(names) if not isinstance(n, str) or not n]
+        if bad:  # str() would make null or {} an image named 'None' or '{}'
+            raise PipelineError(f"{split_path}: entry {bad[0][0]} is {quoted(bad[0][1])}, not an image name "
+                                f"({len(bad)} such entries)")
+        galleries[category] = names
         path = root / "captions" / f"cap.{category}.{split}.json"
         for i, entry in enumerate(annotation_list(path, f"FashionIQ {category} {split} caption")):
             captions = entry_field(entry, "captions", path, i)
@@ -87,9 +96,9 @@ def read_fashioniq(root: Path, split: str, groups: Sequence[str] = CATEGORIES) -
             queries.append(
                 Query(
                     id=f"{category}-{i}",
-                    reference=entry_field(entry, "candidate", path, i),
+                    reference=name_field(entry, "candidate", path, i),
                     captions=condition_texts(captions),
-                    targets=(entry["target"],) if "target" in entry else (),
+                    targets=(name_field(entry, "target", path, i),) if "target" in entry else (),
                     group=category,
                 )
             )

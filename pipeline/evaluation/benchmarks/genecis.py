@@ -24,6 +24,7 @@ Image names: "coco-<val_image_id>" and "vg-<image_id>-<x>_<y>_<w>_<h>" (one per 
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -38,20 +39,23 @@ from pipeline.evaluation.benchmarks.base import (
     Rankings,
     annotation_list,
     entry_field,
+    id_field,
+    name_field,
 )
 
 KS = (1, 2, 3)
 
 
 def _coco_image(root: Path, item: Any, path: Path, index: int) -> tuple[str, ImageSource]:
-    image_id = int(entry_field(item, "val_image_id", path, index))
+    image_id = id_field(item, "val_image_id", path, index)
     return f"coco-{image_id}", ImageSource(root / "val2017" / f"{image_id:012d}.jpg")
 
 
 def _vg_crop(root: Path, item: Any, path: Path, index: int) -> tuple[str, ImageSource]:
-    image_id = int(entry_field(item, "image_id", path, index))
+    image_id = id_field(item, "image_id", path, index)
     box = entry_field(item, "instance_bbox", path, index)
-    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+    if not (isinstance(box, list) and len(box) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)):
         raise PipelineError(f"{path}: entry {index}: instance_bbox should be [x, y, w, h], is {box!r}")
     name = f"vg-{image_id}-" + "_".join(str(v) for v in box)
     return name, ImageSource(root / "VG_100K" / f"{image_id}.jpg", box=tuple(float(v) for v in box))
@@ -67,6 +71,9 @@ TASKS: dict[str, Callable[[Path, Any, Path, int], tuple[str, ImageSource]]] = {
 
 
 class GeneCIS(Benchmark):
+    METRICS = tuple(f"R@{k}" for k in KS)
+    GROUPS = tuple(TASKS)
+
     def alone(self, query: Query) -> GeneCIS:
         return replace(self, queries=[query], extra={**self.extra, "tasks": [query.group]})
 
@@ -112,7 +119,7 @@ def read_genecis(root: Path, split: str = "val", groups: Sequence[str] = tuple(T
                 Query(
                     id=f"{task}-{i}",
                     reference=names[0],
-                    captions=(entry_field(entry, "condition", path, i),),
+                    captions=(name_field(entry, "condition", path, i, "a condition (text)"),),
                     targets=(names[1],),
                     candidates=tuple(dict.fromkeys(names[1:])),  # target first; a repeated image once
                     group=task,

@@ -13,22 +13,30 @@ after a new commit (DVC's run cache also restores stages that had finished insid
 interrupted one).
 Commit your changes first: experiments are derived from the last commit. Every cell sets every
 grid param (the others to their committed value), because `dvc exp run` leaves the previous
-experiment's params in the workspace. The train stage's wall time of each experiment goes to
-logs/ablate_times.json (a wall time is no result for DVC to cache), and `report` adds it.
+experiment's params in the workspace. An experiment that fails leaves the workspace as it was
+before it (params.yaml as written, the outputs of dvc.lock checked out again). The train stage's
+wall time of each experiment goes to logs/ablate_times.json (a wall time is no result for DVC to
+cache), and `report` adds it. Files `report` reads (--show, --times) are checked: a malformed one
+is one message naming it and the entry.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.core.errors import PipelineError
+from pipeline.core import io
+from pipeline.core.arguments import integer
+from pipeline.core.errors import PipelineError, quoted
 from pipeline.core.io import write_text
 from pipeline.tools.experiments.grid import GROUPS, METRICS, NAME
 from pipeline.tools.experiments.results import write_results
@@ -37,6 +45,7 @@ TRAIN_TIME = Path("logs/train.json")  # written by stages/train.py
 TIMES = Path("logs/ablate_times.json")
 EVALUATE = Path("data/evaluate")  # the evaluate stages' per_query.json, one folder a benchmark
 PER_QUERY = Path("logs/ablate_per_query")
+PARAMS = Path("params.yaml")
 
 
 def grid_params() -> list[str]:
@@ -102,11 +111,31 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{i}/{len(left)}] dvc exp run -n {name} " + " ".join(f"-S {o}" for o in overrides), flush=True)
         if not args.dry_run:
             start = time.time()
-            dvc("exp", "run", "-n", name, *(a for o in overrides for a in ("-S", o)))
+            with restored_on_failure():
+                dvc("exp", "run", "-n", name, *(a for o in overrides for a in ("-S", o)))
             record_train_time(name, start)
             keep_per_query(name)
             print(f"      {name} finished in {(time.time() - start) / 60:.1f} min", flush=True)
     return 0
+
+
+@contextmanager
+def restored_on_failure() -> Iterator[None]:
+    """A failed (or interrupted) `dvc exp run` leaves params.yaml rewritten with the cell's values,
+    and without its comments, and the outputs of the stages it ran removed: both are put back (the
+    file as it was, the outputs as dvc.lock records them) before the error goes on."""
+    saved = PARAMS.read_bytes() if PARAMS.is_file() else None
+    try:
+        yield
+    except BaseException:
+        if saved is not None:
+            with io.atomic(PARAMS) as tmp:
+                tmp.write_bytes(saved)
+        try:
+            dvc("checkout", "--force")
+        except PipelineError as e:
+            print(f"warning: params.yaml restored, but `dvc checkout --force` failed too: {e}", file=sys.stderr)
+        raise
 
 
 def record_train_time(name: str, start: float) -> None:
@@ -114,13 +143,25 @@ def record_train_time(name: str, start: float) -> None:
     restored from DVC's cache (its log is older than the experiment) or resumed a checkpoint."""
     if not TRAIN_TIME.is_file() or TRAIN_TIME.stat().st_mtime < start:
         return
-    log = json.loads(TRAIN_TIME.read_text())
+    log = _read(TRAIN_TIME, "train stage log")
+    if not isinstance(log, dict) or not _number(log.get("seconds")):
+        raise PipelineError(f"{TRAIN_TIME}: expected the train stage's {{\"seconds\": ...}}, found {quoted(log)}")
     if log.get("resumed"):
         return
-    times = json.loads(TIMES.read_text()) if TIMES.is_file() else {}
+    times = read_times(TIMES) if TIMES.is_file() else {}
     times[name] = {"seconds": log["seconds"], "device": log.get("device")}
-    TIMES.parent.mkdir(parents=True, exist_ok=True)
-    TIMES.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
+    io.write_json(TIMES, times, sort_keys=True)
+
+
+def read_times(path: Path) -> dict[str, dict]:
+    """The recorded train-stage times, {experiment: {"seconds": number, "device": ...}}, checked."""
+    times = _read(path, "file of train-stage times")
+    if not isinstance(times, dict):
+        raise PipelineError(f"{path}: expected {{experiment: {{\"seconds\": ...}}}}, found {quoted(times)}")
+    for name, t in times.items():
+        if not isinstance(t, dict) or not _number(t.get("seconds")) or t["seconds"] < 0:
+            raise PipelineError(f"{path}: {quoted(name)} is {quoted(t)}, not {{\"seconds\": a number of seconds}}")
+    return times
 
 
 def keep_per_query(name: str) -> None:
@@ -135,11 +176,21 @@ def train_times(path: Path) -> dict[str, dict[str, tuple[float, float, int]]]:
     if not path.is_file():
         return {}
     seen: dict = {}
-    for name, t in json.loads(path.read_text()).items():
+    for name, t in read_times(path).items():
         m = NAME.fullmatch(name)
         if m and m["group"] in GROUPS:
             seen.setdefault(m["group"], {}).setdefault(m["value"], []).append(t["seconds"])
     return {g: {v: spread(s) for v, s in values.items()} for g, values in seen.items()}
+
+
+def _read(path: Path, what: str):
+    from pipeline.evaluation.benchmarks.base import read_json  # here: `lincir --help` needs none of it
+
+    return read_json(path, what)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def spread(values: list[float]) -> tuple[float, float, int]:
@@ -147,27 +198,46 @@ def spread(values: list[float]) -> tuple[float, float, int]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
 
 
-def rows(show: list) -> list[dict]:
+def rows(show: list, source: str = "`dvc exp show --json`") -> list[dict]:
     """Every experiment of `dvc exp show --json` as {name, commit, metrics: {(bench, metric): value}};
-    commit is the short hash of the commit the experiment derives from."""
+    commit is the short hash of the commit the experiment derives from. What is not of that shape
+    (a saved file edited by hand) is an error naming `source` and the entry."""
     out = []
 
-    def visit(node: dict, commit: str | None) -> None:
-        data = node.get("data") or {}
+    def shape(value, kind: type, where: str, what: str):
+        if value is None:
+            return kind()
+        if not isinstance(value, kind):
+            raise PipelineError(f"{source}: {where} is {quoted(value)}, not {what} as `dvc exp show --json` writes")
+        return value
+
+    def visit(node, commit: str | None, where: str) -> None:
+        node = shape(node, dict, where, "an object")
+        name = shape(node.get("name"), str, f"{where}.name", "a name") or None
+        data = shape(node.get("data"), dict, f"{name or where}: data", "an object")
         metrics = {}
         for path, bench, metric in METRICS:
-            values = ((data.get("metrics") or {}).get(path) or {}).get("data") or {}
-            if metric in values.get(bench, {}):
-                metrics[(bench, metric)] = values[bench][metric]
-        if node.get("name") and metrics:
-            out.append({"name": node["name"], "commit": commit, "metrics": metrics})
-        for exp in node.get("experiments") or []:
-            for rev in exp.get("revs") or []:
-                visit(rev, commit)
+            files = shape(data.get("metrics"), dict, f"{name or where}: metrics", "an object")
+            values = shape(shape(files.get(path), dict, f"{name or where}: {path}", "an object").get("data"), dict,
+                           f"{name or where}: {path} data", "an object")
+            scores = shape(values.get(bench), dict, f"{name or where}: {path} {bench}", "an object")
+            if metric in scores:
+                if not _number(scores[metric]):
+                    raise PipelineError(f"{source}: {name or where}: {bench} {metric} is {quoted(scores[metric])}, "
+                                        "not a number")
+                metrics[(bench, metric)] = scores[metric]
+        if name and metrics:
+            out.append({"name": name, "commit": commit, "metrics": metrics})
+        for i, exp in enumerate(shape(node.get("experiments"), list, f"{where}.experiments", "a list")):
+            exp = shape(exp, dict, f"{where}.experiments[{i}]", "an object")
+            for j, rev in enumerate(shape(exp.get("revs"), list, f"{where}.experiments[{i}].revs", "a list")):
+                visit(rev, commit, f"{where}.experiments[{i}].revs[{j}]")
 
-    for baseline in show:
-        rev = baseline.get("rev")
-        visit(baseline, None if rev in (None, "workspace") else rev[:7])
+    for i, baseline in enumerate(shape(show, list, "the top level", "a list of commits")):
+        rev = shape(baseline, dict, f"[{i}]", "an object").get("rev")
+        if rev is not None and not isinstance(rev, str):
+            raise PipelineError(f"{source}: [{i}].rev is {quoted(rev)}, not a commit")
+        visit(baseline, None if rev in (None, "workspace") else rev[:7], f"[{i}]")
     return out
 
 
@@ -210,10 +280,10 @@ def report(args: argparse.Namespace) -> int:
 
     if args.show is None:
         which = ["--all-commits"] if args.all_commits else [a for rev in args.rev or [] for a in ("--rev", rev)]
-        show = json.loads(dvc("exp", "show", "--json", *which))
+        show, source = json.loads(dvc("exp", "show", "--json", *which)), "`dvc exp show --json`"
     else:
-        show = json.loads(Path(args.show).read_text())
-    experiments = rows(show)
+        show, source = _read(Path(args.show), "saved `dvc exp show --json`"), args.show
+    experiments = rows(show, source)
     summary = summarise(experiments)
     if not summary:
         raise PipelineError("no finished ablation experiments found: run `lincir ablate run` first")
@@ -231,12 +301,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     actions = parser.add_subparsers(dest="action", required=True)
     r = actions.add_parser("run", help="run every missing experiment of the grid, one after the other")
     r.add_argument("--groups", nargs="+", choices=list(GROUPS), default=list(GROUPS), help="which ablations")
-    r.add_argument("--seeds", type=int, default=3, help="seeds a cell (default 3: mean and std)")
+    r.add_argument("--seeds", type=integer(1), default=3, help="seeds a cell (default 3: mean and std)")
     r.add_argument("--dry-run", action="store_true", help="print the dvc commands without running them")
     r.set_defaults(func=run)
     p = actions.add_parser("report", help="write RESULTS.md and its picture from the finished experiments")
-    p.add_argument("--out", default="RESULTS.md")
-    p.add_argument("--png", default="docs/results.png")
+    p.add_argument("--out", default="RESULTS.md", help="the report (default: RESULTS.md; its folder is created)")
+    p.add_argument("--png", default="docs/results.png", help="its picture (default: docs/results.png)")
     p.add_argument("--show", help="read this saved `dvc exp show --json` instead of asking dvc")
     p.add_argument("--times", default=str(TIMES), help=f"train-stage wall times that `run` recorded (default {TIMES})")
     p.add_argument("--rev", action="append", metavar="COMMIT",

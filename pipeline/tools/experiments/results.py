@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from pipeline.core.io import atomic, write_text
 from pipeline.tools.experiments.grid import GROUPS, METRICS
 
 KEYS = [(bench, metric) for _, bench, metric in METRICS]
@@ -208,7 +209,7 @@ def write_results(summary: dict, out: Path, png: Path, commits: dict[str, list[s
     lines += ["![ablations](" + png.as_posix() + ")", ""]
     if DISCUSSION.is_file():
         lines += [DISCUSSION.read_text().strip(), ""]
-    out.write_text("\n".join(lines))
+    write_text(out, "\n".join(lines))
     draw_summary(summary, png)
 
 
@@ -239,5 +240,5 @@ def draw_summary(summary: dict, png: Path, width: int = 900) -> None:
                       font=font)
             y += bar_h
         y += 16
-    png.parent.mkdir(parents=True, exist_ok=True)
-    image.save(png)
+    with atomic(png) as tmp:
+        image.save(tmp, format="PNG")

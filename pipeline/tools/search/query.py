@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from pipeline.core import io
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, quoted
+from pipeline.core.placeholder import PLACEHOLDER
 from pipeline.core.registry import Registry
 from pipeline.data.images import ImageSource
 from pipeline.evaluation import gallery
@@ -27,6 +28,7 @@ from pipeline.model import backbone as backbones
 from pipeline.tools.search import index as search_index
 
 SEARCH_MODES = Registry("search mode")
+MEASURE = 1000  # tokens a condition is measured to (longer ones are refused, not cut)
 
 
 @dataclass
@@ -59,11 +61,14 @@ def open_index(out: Path, phi: Path | None = None, device: str = "cpu", template
         raise PipelineError(f"phi {phi_path} recorded in {out / search_index.RECORD} is missing or changed since indexing: "
                             f"re-run `lincir index` or pass --phi")
     backbone = backbones.from_identity(ident, device)
+    if stored.latents.shape[1] != backbones.embed_dim(backbone):
+        raise search_index.DamagedIndex(out, f"{out / search_index.LATENTS} holds latents of width "
+                                             f"{stored.latents.shape[1]}, not the backbone's")
     model_phi = search_index.load_checked_phi(phi_path, backbone, device)
     paths = stored.table["path"].to_list()
     ctx = query_context(backbone, paths, stored.latents, {"trained": model_phi}, template=template,
                         normalize_image_latent=False, device=device)
-    return Searcher(Path(record["root"]), paths, ctx.row, gallery.on_gpus(search_index.load_faiss(out)), ctx, model_phi,
+    return Searcher(Path(record["root"]), paths, ctx.row, gallery.on_gpus(stored.index), ctx, model_phi,
                     backbone, record)
 
 
@@ -109,6 +114,22 @@ def mode_of(has_image: bool, has_text: bool) -> str:
     return {(True, True): "composed", (True, False): "image", (False, True): "text"}[has_image, has_text]
 
 
+def check_condition(s: Searcher, text: str, composed: bool) -> None:
+    """A condition the text encoder reads whole and as written: none cut at the context length
+    without a word, no `$`, which the query's template turns into phi's token (ingestion strips it
+    from every training caption for the same reason)."""
+    ids = s.ctx.tokenizer([text], context_length=MEASURE)[0]
+    if (ids == s.ctx.tower.placeholder_id).any():
+        raise PipelineError(f"the condition {quoted(text)} contains '{PLACEHOLDER}', which stands for the reference "
+                            f"image in the query; leave it out")
+    prompt = s.ctx.template.format(text) if composed else text
+    length = int(torch.count_nonzero(s.ctx.tokenizer([prompt], context_length=MEASURE)[0]))
+    context = s.ctx.tower.module.positional_embedding.shape[0]
+    if length > context:
+        raise PipelineError(f"the query {quoted(prompt)} is {length} tokens long, more than the {context} the text "
+                            f"encoder reads: shorten the condition (it would be cut without a word)")
+
+
 def search(s: Searcher, image=None, text: str | None = None, k: int = 20) -> tuple[str, list[tuple[str, float]]]:
     """(mode, [(path, cosine similarity)] best first). The reference, when it is an index
     entry, is left out of its own results (as CIRR does)."""
@@ -116,6 +137,8 @@ def search(s: Searcher, image=None, text: str | None = None, k: int = 20) -> tup
     if k < 1:
         raise PipelineError(f"k must be at least 1, not {k}")
     mode = mode_of(image is not None, text is not None)
+    if text is not None:
+        check_condition(s, text, mode == "composed")
     ref = reference(s, image) if image is not None else None
     feature = gallery.normalise(SEARCH_MODES.get(mode)(s, ref, text)[None].astype(np.float32))
     skip = ref.row if ref is not None else None

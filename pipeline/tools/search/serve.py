@@ -8,18 +8,24 @@
                             -> {"mode", "results": [{"path", "score", "thumb"}]}
 
 Every error is JSON {"error": ...} with a 4xx status: 400 bad input or a path that tries to
-leave the index, 404 an unknown entry, 413 an upload over --max-upload-mb, 415 an upload
-that is not an image. Bound to 127.0.0.1 unless --host says otherwise.
+leave the index, 404 an unknown entry, 413 an upload over --max-upload-mb or over
+--max-upload-megapixels once decoded (read from its header, before any pixel is decoded), 415
+an upload that is not an image. Bound to 127.0.0.1 unless --host says otherwise. The server
+answers requests in threads; at most DECODES of them decode an image at once, so many uploads
+at once cannot take the memory of many large pictures.
 """
 from __future__ import annotations
 
 import io
+import threading
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
+from urllib.parse import quote
 
 from flask import Flask, jsonify, request, send_file
 from PIL import Image, UnidentifiedImageError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 from werkzeug.serving import make_server
 
 from pipeline.core.errors import PipelineError
@@ -28,6 +34,13 @@ from pipeline.tools.search.query import Searcher, open_index, search
 PAGE = Path(__file__).with_name("page.html")
 THUMB = 192
 MAX_K = 200
+DECODES = 2  # images decoded at once, uploads and thumbnails together
+
+
+class AnyPath(PathConverter):
+    """Flask's `path`, newlines included: a file name may hold one."""
+
+    regex = "(?s:[^/].*?)"
 
 
 class ApiError(Exception):
@@ -46,24 +59,42 @@ def entry(s: Searcher, path: str) -> str:
     return path
 
 
-def uploaded_image(data: bytes) -> bytes:
+def uploaded_image(data: bytes, max_pixels: int) -> bytes:
+    """`data`, once its header says it has at most `max_pixels` (nothing is decoded to know: a file
+    of a few KB can hold a picture of hundreds of megapixels) and PIL finds its structure sound."""
+    too_large = f"the upload has more pixels than the {max_pixels / 1e6:g} megapixels a reference may have: scale it down"
+    not_image = "the upload is not an image PIL can read (jpg, png, webp, ...)"
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ApiError(413, f"{too_large} ({width} x {height})")
             image.verify()  # header and structure, before any model work
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise ApiError(415, "the upload is not an image PIL can read (jpg, png, webp, ...)") from None
+    except Image.DecompressionBombError:
+        raise ApiError(413, too_large) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ApiError(415, not_image) from None
     return data
 
 
-def create_app(s: Searcher, max_upload_mb: float = 10.0) -> Flask:
+def thumb_url(path: str) -> str:
+    """The thumbnail route of an index entry, each part of the path percent-encoded: a name with
+    `?`, `#`, `%` or a newline is still its own file."""
+    return "/api/thumb/" + quote(path, safe="/")
+
+
+def create_app(s: Searcher, max_upload_mb: float = 10.0, max_upload_megapixels: float = 50.0) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
     app.url_map.merge_slashes = False  # "/api/thumb//etc/passwd" reaches entry() and is refused, not redirected
+    app.url_map.converters["anypath"] = AnyPath
+    decoding = threading.BoundedSemaphore(DECODES)
+    max_pixels = int(max_upload_megapixels * 1e6)
 
     @lru_cache(maxsize=1024)
     def thumbnail(path: str) -> bytes:
         try:
-            with Image.open(s.root / path) as image:
+            with decoding, Image.open(s.root / path) as image:
                 image.thumbnail((THUMB, THUMB))
                 out = io.BytesIO()
                 image.convert("RGB").save(out, "JPEG", quality=85)
@@ -87,7 +118,7 @@ def create_app(s: Searcher, max_upload_mb: float = 10.0) -> Flask:
         limit = _int(request.args.get("limit", "50"), "limit", 1, 1000)
         return {"images": [p for p in s.paths if q in p.lower()][:limit]}
 
-    @app.get("/api/thumb/<path:path>")
+    @app.get("/api/thumb/<anypath:path>")
     def thumb(path):
         return send_file(io.BytesIO(thumbnail(entry(s, path))), mimetype="image/jpeg", max_age=3600)
 
@@ -97,14 +128,16 @@ def create_app(s: Searcher, max_upload_mb: float = 10.0) -> Flask:
         ref = request.form.get("ref") or None
         if upload and upload.filename and ref:
             raise ApiError(400, "give either an uploaded image or an index entry as the reference, not both")
-        image = uploaded_image(upload.read()) if upload and upload.filename else entry(s, ref) if ref else None
         text = request.form.get("text", "")
         if len(text) > 1000:
             raise ApiError(400, "the condition is longer than 1000 characters")
         k = _int(request.form.get("k", "20"), "k", 1, MAX_K)
-        mode, hits = search(s, image, text, k)
-        return {"mode": mode, "results": [{"path": p, "score": round(c, 4), "thumb": f"/api/thumb/{p}"}
-                                          for p, c in hits]}
+        if upload and upload.filename:
+            with decoding:  # the upload's pixels are decoded in search()
+                mode, hits = search(s, uploaded_image(upload.read(), max_pixels), text, k)
+        else:
+            mode, hits = search(s, entry(s, ref) if ref else None, text, k)
+        return {"mode": mode, "results": [{"path": p, "score": round(c, 4), "thumb": thumb_url(p)} for p, c in hits]}
 
     @app.errorhandler(ApiError)
     def api_error(e: ApiError):
@@ -132,14 +165,18 @@ def _int(value: str, name: str, low: int, high: int) -> int:
     return n
 
 
-def make(s: Searcher, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10.0):
+def make(s: Searcher, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 10.0,
+         max_upload_megapixels: float = 50.0):
     """The HTTP server (werkzeug's, threaded) of `s`'s page; port 0 picks a free one."""
-    return make_server(host, port, create_app(s, max_upload_mb), threaded=True)
+    try:
+        return make_server(host, port, create_app(s, max_upload_mb, max_upload_megapixels), threaded=True)
+    except OSError as e:  # taken, or not an address of this machine
+        raise PipelineError(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
 
 def serve(index: Path, phi: Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
-          max_upload_mb: float = 10.0, device: str = "cpu") -> None:
-    server = make(open_index(index, phi, device), host, port, max_upload_mb)
+          max_upload_mb: float = 10.0, max_upload_megapixels: float = 50.0, device: str = "cpu") -> None:
+    server = make(open_index(index, phi, device), host, port, max_upload_mb, max_upload_megapixels)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"lincir serve: bound to {host}: anyone who reaches it can search and see the indexed images",
               flush=True)
