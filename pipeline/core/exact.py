@@ -1,0 +1,58 @@
+"""The same float results, bit for bit, on x86-64 CPUs of every make (docs/reproducibility.md).
+
+torch picks its CPU kernels by the CPU it runs on: ATen's vectorised kernels by instruction set
+(AVX-512 where there is one), MKL's by CPU model and instruction set, oneDNN's by instruction set;
+FAISS its distance kernels the same way; and a reduction split over threads adds in another order
+with another thread count. On the development machine each of these knobs, moved off its default,
+changed the world backbone's weights within ten steps. So every process of the project asks all four
+libraries for their AVX2 code path before anything is computed (`pipeline/__init__.py` calls
+`pin_environment`: torch reads these variables at its first computation, not at import, and FAISS
+is only imported by pipeline modules), and every stage computes on THREADS threads (`pin_threads`,
+called by pipeline/core/stage.py).
+
+On a CPU without AVX2 nothing is pinned (forcing AVX2 there would stop torch with an illegal
+instruction). A variable already set is kept. LINCIR_EXACT=0 pins nothing: each library then takes
+the fastest path of its CPU and every core, and the results are no longer those of another machine.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+THREADS = 2  # of every stage: a reduction's order, hence its last bits, depends on the thread count
+ENVIRONMENT = {
+    "ATEN_CPU_CAPABILITY": "avx2",  # torch's own kernels: not the AVX-512 ones
+    "MKL_CBWR": "AVX2",  # MKL's conditional numerical reproducibility: one code path on Intel and AMD
+    "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN (convolutions)
+    "FAISS_SIMD_LEVEL": "AVX2",  # FAISS's distance kernels (evaluation rankings)
+}
+
+
+def enabled() -> bool:
+    return os.environ.get("LINCIR_EXACT", "1") != "0"
+
+
+def has_avx2() -> bool:
+    """Whether this CPU runs AVX2 and FMA (every x86-64 CPU sold since about 2015), read without torch."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__  # numpy's own runtime CPU check
+    except ImportError:
+        return False
+    return bool(__cpu_features__.get("AVX2") and __cpu_features__.get("FMA3"))
+
+
+def pin_environment() -> None:
+    """Sets ENVIRONMENT (keeping what is already set), where enabled and the CPU has AVX2."""
+    if enabled() and has_avx2():
+        for name, value in ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
+
+
+def pin_threads() -> None:
+    """torch on THREADS threads, where enabled and torch is loaded (a stage that never imports torch
+    computes no float tensor)."""
+    if enabled() and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(THREADS)
