@@ -7,11 +7,11 @@ import importlib.metadata
 import sys
 
 from pipeline.core.errors import one_line
-from pipeline.tools import cam, perf, score, submit
+from pipeline.tools import cam, perf, profile, score, submit
 from pipeline.tools.experiments import ablate
 from pipeline.tools.search import commands as search
 
-COMMANDS = [score, submit, ablate, perf, search, cam]
+COMMANDS = [score, submit, profile, ablate, perf, search, cam]
 
 
 def main(argv: list[str] | None = None) -> int:
