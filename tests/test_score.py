@@ -231,7 +231,7 @@ with contextlib.redirect_stdout(io.StringIO()):
         main(["--help"])
     except SystemExit:
         pass
-    for command in ("score", "submit", "ablate", "perf", "index", "search", "serve", "cam"):
+    for command in ("score", "submit", "profile", "ablate", "perf", "index", "search", "serve", "cam"):
         try:
             main([command, "--help"])
         except SystemExit:
