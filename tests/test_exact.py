@@ -23,17 +23,17 @@ VERSIONS = {"torch": "2.14.1", "faiss": "1.15.1"}
 # each float path of the float stages: backbone (CLIP training), geometry, pairs/embed (image tower),
 # train (text tower, SMP loss, AdamW), evaluate (FAISS inner-product search, numpy-free)
 DIGESTS = {
-    "matmul": "91eb910250b1d76a",
+    "matmul": "a138bfe34ab4f5e9",
     "conv_patch_embedding": "9ed39001c9c89b87",
     "layer_norm": "78510b32868d42df",
     "softmax": "c727cb4224f34da9",
-    "causal_attention": "faecc8957d634382",
+    "causal_attention": "1f37426d1acc0e0a",
     "gelu": "cf92529a6218f21c",
     "sum_reduction": "c3a278ce79f3be3d",
-    "clip_training_3_steps": "f8bc54087a34aa74",
-    "image_latents": "0124beda433be653",
-    "text_latents": "c1246e91b256ef9f",
-    "faiss_search": "1f2d0c453aa27353",
+    "clip_training_3_steps": "b2c87e924c20583a",
+    "image_latents": "7951d83ac9828791",
+    "text_latents": "626a9d44bcbf089c",
+    "faiss_search": "3f1de0a1c2b350fe",
 }
 
 PROBE = r"""

@@ -1,14 +1,15 @@
 """The same float results, bit for bit, on x86-64 CPUs of every make (docs/reproducibility.md).
 
 torch picks its CPU kernels by the CPU it runs on: ATen's vectorised kernels by instruction set
-(AVX-512 where there is one), MKL's by CPU model and instruction set, oneDNN's by instruction set;
-FAISS its distance kernels the same way; and a reduction split over threads adds in another order
-with another thread count. On the development machine each of these knobs, moved off its default,
-changed the world backbone's weights within ten steps. So every process of the project asks all four
-libraries for their AVX2 code path before anything is computed (`pipeline/__init__.py` calls
-`pin_environment`: torch reads these variables at its first computation, not at import, and FAISS
-is only imported by pipeline modules), and every stage computes on THREADS threads (`pin_threads`,
-called by pipeline/core/stage.py).
+(AVX-512 where there is one), MKL's by CPU make, model and instruction set, oneDNN's by instruction
+set; FAISS its distance kernels the same way; and a reduction split over threads adds in another
+order with another thread count. On the development machine each of these knobs, moved off its
+default, changed the world backbone's weights within ten steps, and under an emulated Intel CPU
+MKL's default path gave other bits than on this AMD one, its COMPATIBLE path the same. So every
+process of the project asks the four libraries for those paths before anything is computed
+(`pipeline/__init__.py` calls `pin_environment`: torch and MKL read these variables at their first
+computation, not at import, and FAISS is only imported by pipeline modules), and every stage
+computes on THREADS threads (`pin_threads`, called by pipeline/core/stage.py).
 
 On a CPU without AVX2 nothing is pinned (forcing AVX2 there would stop torch with an illegal
 instruction). A variable already set is kept. LINCIR_EXACT=0 pins nothing: each library then takes
@@ -23,7 +24,9 @@ import sys
 THREADS = 2  # of every stage: a reduction's order, hence its last bits, depends on the thread count
 ENVIRONMENT = {
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's own kernels: not the AVX-512 ones
-    "MKL_CBWR": "AVX2",  # MKL's conditional numerical reproducibility: one code path on Intel and AMD
+    # MKL (matrix products, and exp/log through its vector library): the one code path it keeps the
+    # same on Intel and AMD; its AVX2 path is Intel's only (elsewhere MKL takes its own choice)
+    "MKL_CBWR": "COMPATIBLE",
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN (convolutions)
     "FAISS_SIMD_LEVEL": "AVX2",  # FAISS's distance kernels (evaluation rankings)
 }
