@@ -106,6 +106,7 @@ def test_importing_pipeline_pins_torch_before_its_first_computation(probe):
 
 
 def test_what_a_user_set_is_kept_and_lincir_exact_0_pins_nothing(monkeypatch):
+    monkeypatch.delenv("LINCIR_EXACT", raising=False)
     for name in PINNED:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
