@@ -11,12 +11,26 @@ import torch
 from pipeline.core import stage
 from pipeline.core.io import file_sha256, save_checkpoint, write_json
 from pipeline.core.params import typed
+from pipeline.data.world.attributes import FIELDS, all_things
+from pipeline.data.world.captions import describe
 from pipeline.evaluation.geometry import geometry
-from pipeline.evaluation.metrics import retrieval_recall
+from pipeline.evaluation.metrics import attribute_accuracy, retrieval_recall, zero_shot_classes
 from pipeline.model import backbone as backbones
 from pipeline.model.contrastive import WorldTraining, train_clip, world_pairs
 
 PARAMS = ["backbone"]
+
+
+def classification(backbone, image_features: torch.Tensor, things: list[tuple]) -> dict[str, float]:
+    """Zero-shot classification of the held-out images among all the world's combinations, one full
+    description each; and how often each attribute read off the answer is right (percent)."""
+    combos = all_things()
+    with torch.no_grad():
+        prompts = backbone.tokenizer([describe(c) for c in combos])
+        class_features = torch.cat([backbone.model.encode_text(b) for b in prompts.split(256)])
+    predicted = [combos[i] for i in zero_shot_classes(image_features, class_features)]
+    accuracy = attribute_accuracy(predicted, things, FIELDS)
+    return {"zero_shot_top1": accuracy.pop("all"), **{f"zero_shot_{f}": v for f, v in accuracy.items()}}
 
 
 def main(params: dict, args) -> None:
@@ -41,10 +55,11 @@ def main(params: dict, args) -> None:
     with torch.no_grad():
         image_features = torch.cat([backbone.model.encode_image(b) for b in images.split(256)])
         text_features = torch.cat([backbone.model.encode_text(b) for b in tokens[:, 0].split(256)])
-    things = pairs.select(["shape", "colour", "size", "position", "background"]).rows()
+    things = pairs.select(list(FIELDS)).rows()
     same = torch.tensor([[a == b for b in things] for a in things])
     torch.save({"image": image_features, "caption": text_features}, args.out / "heldout_latents.pt")
-    metrics = {**retrieval_recall(image_features, text_features, same), **geometry(image_features, text_features)}
+    metrics = {**retrieval_recall(image_features, text_features, same), **geometry(image_features, text_features),
+               **classification(backbone, image_features, things)}
     write_json(args.metrics, metrics)
     print("backbone on held-out world pairs (zero-shot retrieval in %, geometry):",
           ", ".join(f"{k}={v:.3g}" for k, v in metrics.items()))

@@ -1,8 +1,9 @@
 """DVC stage `pairs`: image-caption pairs prepared once (params: pairs, keywords, backbone.model).
 
 Writes captions.parquet and keywords.parquet (the keywords stage's code), image_of.npy (the image
-row of each caption row), latents.npy (the images' latents, unnormalised, as phi reads them) and
-images.parquet (each image's path, and where its true object mask would be); from webdataset
+row of each caption row), latents.npy (the images' latents, unnormalised, as phi reads them),
+views.npy (the latents of `pairs.views` augmented crops of each image, [images, views, d]: Pic2Word
+draws one a step) and images.parquet (each image's path, and where its true object mask would be); from webdataset
 shards, also shard_images/ (their images, written once). The `pair_tokens` stage tokenizes the
 captions, so a masking experiment re-runs neither spaCy nor the image encoder here. Methods that
 learn from images (pipeline/methods/, lincir.supervision: image_latent) read them.
@@ -14,6 +15,7 @@ from pipeline.core.params import typed
 from pipeline.data.images import ImageSource, check_paths
 from pipeline.data.keywords import KeywordsConfig, tag_captions
 from pipeline.data.pairs import PairsConfig, read_pairs, write_captions, write_images
+from pipeline.data.views import embed_views
 from pipeline.evaluation.gallery import EmbedConfig, embed_images
 from pipeline.model import backbone as backbones
 
@@ -37,6 +39,10 @@ def main(params: dict, args) -> None:
     latents = embed_images(backbone.model, backbone.preprocess, [ImageSource(p) for p in images],
                            batch_size=embed.batch_size, num_workers=embed.num_workers, device=device)
     np.save(out / "latents.npy", latents)
+    views = embed_views(backbone.model, backbone.preprocess, images, views=cfg.views, scale=cfg.view_scale,
+                        seed=cfg.view_seed, batch_size=embed.batch_size, num_workers=embed.num_workers,
+                        device=device) if cfg.views else np.zeros((len(images), 0, latents.shape[1]), np.float32)
+    np.save(out / "views.npy", views)
     print(f"pairs: {len(images)} images, {len(image_of)} captions"
           + (f", {skipped} shard samples without an image or a caption skipped" if skipped else ""))
 

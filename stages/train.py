@@ -1,5 +1,7 @@
 """DVC stage `train`: phi trained by the method params.yaml's `method` names (pipeline/methods/;
-params: method and its section, train). LinCIR, the default, trains on the token arrays.
+params: method and its section, train). LinCIR, the default, trains on the token arrays. phi's
+architecture and optimiser are the method's authors' or, with `train.recipe: controlled`,
+LinCIR's for every method (pipeline/training/recipe.py).
 
 Writes phi.pt (trained) and phi_init.pt (the same phi at random initialisation, scored as a
 baseline) and the loss curve with DVCLive. logs/train.json says how long training took (not an
@@ -20,8 +22,9 @@ from pipeline.core import stage
 from pipeline.core.io import file_sha256, write_json
 from pipeline.core.params import value
 from pipeline.evaluation.benchmarks import from_params
+from pipeline.evaluation.prompts import prompt_for
 from pipeline.evaluation.queries import check_template, phi_score
-from pipeline.methods import Run, method_config
+from pipeline.methods import Run, method_config, phi_recipe
 from pipeline.model import backbone as backbones
 from pipeline.model.phi import save_phi
 from pipeline.model.text_encoder import text_tower
@@ -30,7 +33,8 @@ from pipeline.training.loop import Validation, new_phi, train_config
 PARAMS = ["method", "${method}", "noise", "train.steps", "train.batch_size", "train.lr", "train.weight_decay",
           "train.phi_variant", "train.dropout", "train.seed", "train.cache_targets", "train.truncate",
           "train.bucket_by_length", "train.precision", "train.compile", "train.log_every", "train.validate_every",
-          "train.validate_on", "train.validate_metric", "benchmarks.${train.validate_on}", "evaluate.template"]
+          "train.validate_on", "train.validate_metric", "train.patience", "train.recipe",
+          "benchmarks.${train.validate_on}", "evaluate.template", "evaluate.prompt"]
 UNTRACKED = ["train.checkpoint_every"]  # when a killed run can resume from: the same phi
 TIMING = Path("logs/train.json")
 
@@ -38,20 +42,20 @@ TIMING = Path("logs/train.json")
 def main(params: dict, args) -> None:
     cfg = train_config(params)
     name, method, config = method_config(params)
+    recipe = phi_recipe(method, config, cfg)
     device = stage.device()
     backbone = backbones.load(args.backbone, device)
     tower = text_tower(backbone.model, backbone.tokenizer)
     embed_dim = backbones.embed_dim(backbone)
     # a checkpoint is resumed only by a run of the same method and config on the same inputs with the same code
-    inputs = [args.tokens / "ids.npy", args.tokens / "masked.npy", args.pairs / "latents.npy",
+    inputs = [args.tokens / "ids.npy", args.tokens / "masked.npy", args.pairs / "latents.npy", args.pairs / "views.npy",
               args.pair_tokens / "ids.npy", args.pair_tokens / "masked.npy", args.pairs / "keywords.parquet"]
     fingerprint = "-".join([json.loads(args.backbone.read_text())["sha256"], *(file_sha256(f) for f in inputs), name,
                             json.dumps(asdict(config), sort_keys=True), stage.code_fingerprint()])
-    phi_config = {"variant": cfg.phi_variant, "embed_dim": embed_dim, "token_width": tower.width,
-                  "dropout": cfg.dropout}
+    phi_config = recipe.phi_config(embed_dim, tower.width)
     lead = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process writes
     if lead:
-        save_phi(new_phi(tower, embed_dim, cfg, device), phi_config, args.out / "phi_init.pt")
+        save_phi(new_phi(tower, embed_dim, cfg, device, recipe), phi_config, args.out / "phi_init.pt")
         shutil.rmtree(args.live, ignore_errors=True)  # a resumed run logs its earlier points again from the checkpoint
     with (Live(str(args.live), dvcyaml=None, save_dvc_exp=False) if lead else nullcontext()) as live:
         def log(step: int, values: dict) -> None:
@@ -62,14 +66,16 @@ def main(params: dict, args) -> None:
 
         validation = None
         if cfg.validate_every:
-            template = check_template(value(params, "evaluate.template", str))
-            score = phi_score(from_params(params, cfg.validate_on), backbone, args.dev_gallery, template,
-                              cfg.validate_metric, device)
+            dev = from_params(params, cfg.validate_on)
+            # the prompt evaluate queries this method's phi with on a benchmark of the dev set's kind
+            prompt = prompt_for(value(params, "evaluate.prompt", str), name, dev.name,
+                                check_template(value(params, "evaluate.template", str)))
+            score = phi_score(dev, backbone, args.dev_gallery, prompt, cfg.validate_metric, device)
             validation = Validation(score, cfg.validate_every)
         # a resumed run's time covers only its own part of the training
         resumed, start = args.checkpoint.is_file(), time.perf_counter()
         phi = method.train(Run(backbone, tower, embed_dim, cfg, config, device, args.checkpoint, fingerprint,
-                               args.tokens, args.pairs, args.pair_tokens, args.out, log, validation))
+                               args.tokens, args.pairs, args.pair_tokens, args.out, log, validation, recipe))
         seconds = time.perf_counter() - start
         if lead and validation:
             live.summary.update({f"best_val_{cfg.validate_metric}": validation.best_score,
@@ -77,9 +83,9 @@ def main(params: dict, args) -> None:
     if lead:
         save_phi(phi, phi_config, args.out / "phi.pt")
         args.checkpoint.unlink(missing_ok=True)  # finished: nothing to resume, never a stale state
-        write_json(TIMING, {"method": name, "seconds": round(seconds, 1), "steps": cfg.steps,
+        write_json(TIMING, {"method": name, "recipe": cfg.recipe, "seconds": round(seconds, 1), "steps": cfg.steps,
                             "batch_size": cfg.batch_size, "device": device, "resumed": resumed})
-        print(f"train: method={name}, {cfg.steps} steps of batch {cfg.batch_size}, {seconds:.0f} s")
+        print(f"train: method={name} ({cfg.recipe} recipe, phi {recipe.phi}), {cfg.steps} steps of batch {cfg.batch_size}, {seconds:.0f} s")
 
 
 if __name__ == "__main__":

@@ -8,23 +8,30 @@ import pytest
 from pipeline.core.errors import PipelineError
 from pipeline.tools.experiments import ablate, results
 
-BASE = {"noise": "unif_gaussian", "train.seed": "0", "masking.strategy": "all_keywords",
-        "masking.seed": "0", "lincir.supervision": "smp", "method": "lincir"}
+BASE = {"noise": "unif_gaussian", "train.seed": "0", "masking.strategy": "all_keywords", "masking.seed": "0",
+        "masking.n": "1", "lincir.supervision": "smp", "method": "lincir", "train.recipe": "authors"}
 
 
 def test_cells_cover_the_papers_ablations_with_seeds():
     cells = ablate.cells(list(ablate.GROUPS), seeds=3, base=BASE)
     names = [name for name, _ in cells]
-    assert len(names) == len(set(names)) == (7 + 5 + 3 + 4) * 3
+    assert len(names) == len(set(names)) == (7 + 7 + 3 + 4 + 4) * 3
     assert all(ablate.NAME.fullmatch(n) for n in names)
     # the first seed of every group comes before any second seed
     assert max(names.index(n) for n in names if n.endswith("-s0")) < min(names.index(n) for n in names if n.endswith("-s1"))
     overrides = dict(cells)
     # every cell sets every grid param: the workspace keeps the last experiment's params
     assert overrides["noise-gaussian-s2"] == ["noise=gaussian", "train.seed=2", "masking.strategy=all_keywords",
-                                             "masking.seed=0", "lincir.supervision=smp", "method=lincir"]
+                                             "masking.seed=0", "masking.n=1", "lincir.supervision=smp", "method=lincir",
+                                             "train.recipe=authors"]
     assert overrides["masking-nouns-s1"] == ["noise=unif_gaussian", "train.seed=1", "masking.strategy=nouns",
-                                            "masking.seed=1", "lincir.supervision=smp", "method=lincir"]
+                                            "masking.seed=1", "masking.n=1", "lincir.supervision=smp", "method=lincir",
+                                            "train.recipe=authors"]
+    # Tab. 8's 1, 3 and 5 keyword tokens: n_keywords with masking.n set
+    assert overrides["masking-keywords_3-s0"][2:5] == ["masking.strategy=n_keywords", "masking.seed=0", "masking.n=3"]
+    # the methods in both recipes: as their authors built them, and with LinCIR's phi and optimiser
+    assert overrides["method-searle-s0"][-2:] == ["method=searle", "train.recipe=authors"]
+    assert overrides["controlled-searle-s0"][-2:] == ["method=searle", "train.recipe=controlled"]
 
 
 def test_committed_params_are_read_from_the_last_commit():
@@ -74,13 +81,14 @@ def test_report_averages_seeds_and_compares_orderings(tmp_path, monkeypatch):
         {"revs": [_exp("something-else", 1.0, 1.0)]}]}]
     summary = ablate.summarise(ablate.rows(show))
     assert summary["noise"]["none"][("world_cirr", "R@1")] == pytest.approx((11.0, 2 ** 0.5, 2))
-    monkeypatch.setattr(results, "PAPER", {"noise": {"none": 19.76, "gaussian": 24.0}})
+    monkeypatch.setattr(results, "PAPER", {"noise": [results.Paper("Tab. 9", "CIRR dev R@1", {"none": 19.76,
+                                                                                            "gaussian": 24.0})]})
     monkeypatch.setattr(results, "DISCUSSION", tmp_path / "none.md")
     results.write_results(summary, tmp_path / "RESULTS.md", tmp_path / "r.png")
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| `gaussian` | 21.00 ± 1.41 (n=2) | 71.00 ± 1.41 (n=2) | 6.00 ± 1.41 (n=2) | 24.0 |" in text
     assert "ours by world_circo mAP@5: best: ours `gaussian`, paper `gaussian` (holds)" in text
-    assert "paper CIRR dev R@1 |" in text
+    assert "paper CIRR dev R@1 |" in text and "## noise (`noise`; paper: Tab. 9)" in text
     assert (tmp_path / "r.png").stat().st_size > 1000
 
 
@@ -99,9 +107,10 @@ def test_the_methods_table_has_the_training_free_baselines_and_each_papers_numbe
     monkeypatch.setattr(results, "DISCUSSION", tmp_path / "none.md")
     results.write_results(ablate.summarise(ablate.rows(show)), tmp_path / "RESULTS.md", tmp_path / "r.png")
     text = (tmp_path / "RESULTS.md").read_text()
-    assert "| value | world_cirr R@1 | world_cirr R@50 | world_circo mAP@5 | paper CIRR test R@1, ViT-L/14 |" in text
-    assert "| `pic2word` | 1.00 (n=1) | 51.00 (n=1) | 2.00 (n=1) | 23.9 |" in text
-    assert "| `image_only` | — | — | 1.25 (training-free) | — |" in text
+    assert ("| value | phi and optimiser | world_cirr R@1 | world_cirr R@50 | world_circo mAP@5 | "
+            "paper CIRR test R@1, ViT-L/14 | paper CIRCO mAP@5, ViT-L/14 |") in text
+    assert "| `pic2word` | as the authors built them | 1.00 (n=1) | 51.00 (n=1) | 2.00 (n=1) | 23.9 | 8.72 |" in text
+    assert "| `image_only` | — | — | — | 1.25 (training-free) | — | — |" in text
 
 
 def test_report_names_each_groups_commits_and_refuses_a_cell_run_at_two(tmp_path, monkeypatch):
@@ -148,8 +157,9 @@ def test_run_records_the_train_stages_time_unless_it_was_restored_or_resumed(tmp
     results.write_results(ablate.summarise(ablate.rows(show)), tmp_path / "RESULTS.md", tmp_path / "r.png",
                           times=ablate.train_times(tmp_path / "logs/ablate_times.json"))
     text = (tmp_path / "RESULTS.md").read_text()
-    assert "| `lincir` | 1.00 (n=1) | 51.00 (n=1) | 3.00 (n=1) | 25.04 | 16.00 (n=1) |" in text
-    assert "| `searle` | 1.00 (n=1) | 51.00 (n=1) | 2.00 (n=1) | 24.24 | — |" in text
+    assert "| `lincir` | as the authors built them | 1.00 (n=1) | 51.00 (n=1) | 3.00 (n=1) | 25.04 | 12.59 | 16.00 (n=1) |" \
+        in text
+    assert "| `searle` | as the authors built them | 1.00 (n=1) | 51.00 (n=1) | 2.00 (n=1) | 24.24 | 11.68 | — |" in text
 
 
 def test_report_asks_dvc_for_the_commits_named(tmp_path, monkeypatch):
@@ -169,3 +179,37 @@ def test_report_asks_dvc_for_the_commits_named(tmp_path, monkeypatch):
     assert asked == [("exp", "show", "--json", "--rev", "743586f", "--rev", "HEAD")]
     ablate.report(argparse.Namespace(**{**vars(args), "rev": None, "all_commits": True}))
     assert asked[-1] == ("exp", "show", "--json", "--all-commits")
+
+
+def test_the_methods_table_shows_both_recipes_and_the_paper_beside_the_authors_build_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    show = [{"rev": "workspace", "name": None, "data": {}, "experiments": [
+        {"revs": [_exp("method-pic2word-s0", 1.0, 2.0)]}, {"revs": [_exp("method-pic2word-s1", 3.0, 4.0)]},
+        {"revs": [_exp("controlled-pic2word-s0", 5.0, 6.0)]}, {"revs": [_exp("controlled-searle-s0", 7.0, 8.0)]}]}]
+    monkeypatch.setattr(results, "DISCUSSION", tmp_path / "none.md")
+    summary = ablate.summarise(ablate.rows(show))
+    assert set(summary) == {"method", "controlled"}
+    results.write_results(summary, tmp_path / "RESULTS.md", tmp_path / "r.png")
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert text.count("## method (") == 1 and "## controlled" not in text  # one table, both recipes
+    rows = [line for line in text.splitlines() if line.startswith("| `pic2word`") or line.startswith("| `searle`")]
+    assert rows == [
+        "| `pic2word` | as the authors built them | 2.00 ± 1.41 (n=2) | 52.00 ± 1.41 (n=2) | 3.00 ± 1.41 (n=2) | 23.9 | 8.72 |",
+        "| `pic2word` | controlled: LinCIR's phi and optimiser | 5.00 (n=1) | 55.00 (n=1) | 6.00 (n=1) | — | — |",
+        "| `searle` | controlled: LinCIR's phi and optimiser | 7.00 (n=1) | 57.00 (n=1) | 8.00 (n=1) | — | — |"]
+    assert "Ordering (controlled: LinCIR's phi and optimiser) against the paper's CIRR test R@1, ViT-L/14:" in text
+
+
+def test_every_paper_number_is_the_papers():
+    """Spot checks against the LinCIR paper's text (/work/shared/papers), one a table."""
+    assert results.TAB6_CIRR["ViT-L/14"]["searle"]["R@1"] == 24.24 and results.TAB6_CIRR["ViT-L/14"]["searle"]["R@5"] == 52.48
+    assert results.TAB3_CIRCO["ViT-G/14"]["lincir"]["mAP@50"] == 24.18
+    assert results.TAB5_FASHIONIQ["ViT-L/14"]["lincir"]["R@10"] == 26.28
+    assert results.TAB5_FASHIONIQ["ViT-H/14"]["pic2word"]["R@50/toptee"] == 62.01
+    assert results.TAB4_GENECIS["ViT-L/14"]["searle"]["R@3"] == 31.30
+    assert results.TAB9_NOISE["uniform"] == 25.14 and results.TAB8_MASKING["nouns"] == 24.95
+    assert results.TAB7_SUPERVISION == {"photo_of": 21.65, "image_latent": 22.63, "smp": 25.66}
+    # each grid value the paper reports has its number; none the paper lacks has one
+    for group, papers in results.PAPER.items():
+        assert set(papers[0].values) <= set(ablate.GROUPS[group].values), group
+    assert set(results.PAPER["noise"][0].values) == set(ablate.GROUPS["noise"].values)

@@ -1,6 +1,7 @@
 """Benchmark readers on the real annotation files, the GeneCIS crop, and the image check."""
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 from placeholder_images import ANNOTATIONS, linked_root, write_circo_image_info, write_placeholder_images
@@ -317,3 +318,21 @@ def test_circo_file_names_that_leave_the_root_are_refused(tmp_path):
         info.write_text(json.dumps({"images": [{"id": 1, "file_name": bad}]}))
         with pytest.raises(PipelineError, match="absolute or leaves"):
             load_benchmark("circo", root, "val")
+
+
+@pytest.mark.parametrize("kind", ["circo", "cirr"])
+def test_per_query_scores_average_to_the_official_score(tiny_world, kind):
+    world, _ = tiny_world
+    bench = load_benchmark(kind, world / "benchmarks" / kind, "val")
+    rng = np.random.default_rng(0)
+    rankings = {q.id: list(rng.permutation(bench.gallery_for(q))[:50]) for q in bench.queries}
+    first = bench.queries[0]
+    rankings[first.id] = [first.targets[0], *[n for n in rankings[first.id] if n != first.targets[0]][:49]]
+    candidates = {q.id: list(rng.permutation(q.candidates)) for q in bench.queries} if first.candidates else None
+    per_query = bench.per_query(rankings, candidates)
+    scores = bench.score(rankings, candidates)
+    assert set(per_query) == set(scores)
+    for metric, values in per_query.items():
+        assert len(values) == len(bench.queries)
+        assert np.mean(values) == pytest.approx(scores[metric])
+    assert per_query["R@5" if kind == "circo" else "R@1"][0] == 100.0  # the planted hit, alone

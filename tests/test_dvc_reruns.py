@@ -116,6 +116,17 @@ def test_a_method_reruns_only_training_and_scoring():
                                                                                         *EVALUATE}
 
 
+def test_the_controlled_recipe_and_the_prompt_rerun_only_training_and_scoring():
+    assert reruns({"train.recipe": "controlled"}) == {"params", "train", *EVALUATE}
+    # evaluate.prompt also reaches training: phi is selected on the dev set in its evaluation prompt
+    assert reruns({"evaluate.prompt": "template"}) == {"params", "train", *EVALUATE}
+    assert reruns({"method": "pic2word", "train.recipe": "controlled"}) == {"params", "train", *EVALUATE}
+
+
+def test_more_augmented_views_re_embed_the_pairs_but_no_benchmark():
+    assert reruns({"pairs.views": 8}) == {"params", "pairs", "pair_tokens", "train", *EVALUATE}
+
+
 def test_a_knob_of_a_method_not_selected_retrains_nothing():
     assert PARAMS["method"] != "searle"
     assert reruns({"searle.oti_steps": 3}) == {"params"}

@@ -74,3 +74,22 @@ def test_noise_norm_plot_draws_every_noise_kind():
     plot = next(p["noise_norms"] for p in spec["plots"] if "noise_norms" in p)
     drawn = set(plot["y"]["plots/noise_norms.csv"])
     assert drawn == {"caption_latent", *NOISE.names()} - {"none"}  # none is a spike at 0
+
+
+def test_the_noise_regime_on_constructed_latents():
+    """E||n|| / E||z_c|| and the fraction of the gap that closes, on latents whose answer is known."""
+    from pipeline.core.registry import Registry
+    from pipeline.evaluation.geometry import noise_geometry
+
+    kinds = Registry("noise")
+    kinds.register("none")(lambda z, gen: torch.zeros_like(z))
+    kinds.register("double")(lambda z, gen: z)  # n = z_c: twice the latent, the same direction
+    kinds.register("toward_images")(lambda z, gen: 3 * torch.tensor([1.0, 0.0]) - z)  # lands on the images
+    images = torch.tensor([[3.0, 0.0]] * 4)
+    captions = torch.tensor([[0.0, 3.0], [0.0, 3.0], [0.0, 4.0], [0.0, 4.0]])
+    metrics, _ = noise_geometry(images, captions, kinds, scale=1.0, seed=0)
+    assert metrics["backbone"]["caption_latent_norm"] == pytest.approx(3.5)
+    assert metrics["noise"]["none"]["norm_ratio"] == 0 and metrics["noise"]["none"]["gap_closed"] == 0
+    assert metrics["noise"]["double"]["norm_ratio"] == pytest.approx(1.0)
+    assert metrics["noise"]["double"]["gap_closed"] == pytest.approx(0, abs=1e-6)  # scaling moves no direction
+    assert metrics["noise"]["toward_images"]["gap_closed"] == pytest.approx(1.0)

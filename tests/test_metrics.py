@@ -69,3 +69,16 @@ def test_mean_by_label_averages_each_label_over_the_values_carrying_it():
 def test_mean_over_groups_is_unweighted():
     per_group = {"dress": {"R@10": 10.0, "R@50": 30.0}, "shirt": {"R@10": 20.0, "R@50": 60.0}}
     assert metrics.mean_over_groups(per_group) == {"R@10": 15.0, "R@50": 45.0}
+
+
+def test_zero_shot_classification_on_a_constructed_case():
+    import torch
+
+    # three classes along the axes; images near class 0, 2, 1, 2 (one far from every class but closest to 2)
+    classes = torch.eye(3) * 5
+    images = torch.tensor([[1.0, 0.1, 0.0], [0.0, 0.2, 3.0], [0.1, 2.0, 0.3], [0.2, 0.3, 0.4]])
+    assert metrics.zero_shot_classes(images, classes) == [0, 2, 1, 2]
+    predicted = [("circle", "red"), ("star", "red"), ("star", "blue"), ("circle", "blue")]
+    truth = [("circle", "red"), ("star", "blue"), ("star", "blue"), ("star", "blue")]
+    acc = metrics.attribute_accuracy(predicted, truth, ["shape", "colour"])
+    assert acc == {"all": 50.0, "shape": 75.0, "colour": 75.0}

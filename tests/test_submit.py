@@ -115,3 +115,32 @@ def test_missing_image_is_reported_before_any_model_work(workdir, monkeypatch, c
 def test_unknown_benchmark_names_those_in_params(workdir, monkeypatch, capsys):
     code, _, err = _submit(workdir, monkeypatch, capsys, "cirr", "--split", "test1")
     assert code == 1 and "no benchmark named 'cirr' in params.yaml; names: tiny_cirr, tiny_circo" in err
+
+
+def test_the_query_is_the_trained_methods_prompt_as_evaluate_writes_it(workdir, monkeypatch, capsys):
+    """With method: pic2word the CIRR query is Pic2Word's "a photo of $ , {}" (evaluate's prompt for
+    that method and kind); with evaluate.prompt: template, evaluate.template for every method."""
+    from pipeline.evaluation import queries
+
+    written, encode = [], queries.encode_texts
+
+    def recording(ctx, texts, pseudo=None):
+        if pseudo is not None:  # phi's queries, not the text-only baseline
+            written.extend(texts)
+        return encode(ctx, texts, pseudo)
+
+    monkeypatch.setattr(queries, "encode_texts", recording)
+    original = (workdir / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    try:
+        for method, prompt, expected in [("pic2word", "method", "a photo of $ , has 2 dogs"),
+                                         ("pic2word", "template", "a photo of $ that has 2 dogs"),
+                                         ("searle", "method", "a photo of $ that has 2 dogs")]:
+            params["method"], params["evaluate"]["prompt"] = method, prompt
+            (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+            written.clear()
+            code, _, err = _submit(workdir, monkeypatch, capsys, "tiny_cirr", "--split", "test1", "--out", "subs")
+            assert code == 0, err
+            assert written[0] == expected and len(written) == 5
+    finally:
+        (workdir / "params.yaml").write_text(original)

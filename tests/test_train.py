@@ -29,7 +29,34 @@ def test_phi_variants_have_the_paper_shapes():
     assert [(m.in_features, m.out_features) for m in linears] == [(128, 512), (512, 512), (512, 96)]
     official = build_phi("official", 128, 96, 0.5)
     assert not any(isinstance(m, torch.nn.LayerNorm) for m in official)
-    assert sorted(PHI.names()) == ["official", "paper"]
+    assert sorted(PHI.names()) == ["official", "paper", "pic2word"]
+
+
+def _layers(phi):
+    """(type, shape or p) of each leaf module, in order."""
+    return [(type(m).__name__, tuple(m.weight.shape) if hasattr(m, "weight") else getattr(m, "p", None))
+            for m in phi.modules() if not list(m.children())]
+
+
+def test_each_phi_architecture_is_built_from_the_widths_as_its_official_code_builds_it():
+    d, w = 128, 96  # the joint embedding and the token widths (ViT-L/14: 768, 768)
+    # navervision/lincir and miccunifi/SEARLE `Phi(d, 4d, w, 0.5)`: layers = Linear, GELU, Dropout (x2), Linear
+    assert _layers(build_phi("official", d, w, 0.5)) == [
+        ("Linear", (4 * d, d)), ("GELU", None), ("Dropout", 0.5), ("Linear", (4 * d, 4 * d)), ("GELU", None),
+        ("Dropout", 0.5), ("Linear", (w, 4 * d))]
+    assert sorted(build_phi("official", d, w, 0.5).state_dict()) == [f"{i}.{p}" for i in (0, 3, 6) for p in ("bias", "weight")]
+    # google-research/composed_image_retrieval `IM2TEXT(embed_dim=d, middle_dim=512, output_dim=w, n_layer=2)`:
+    # layers = [Linear, Dropout 0.1, ReLU] x 2, then fc_out; its state dict keys, so its checkpoints fit
+    pic2word = build_phi("pic2word", d, w, 0.1)
+    assert _layers(pic2word) == [("Linear", (512, d)), ("Dropout", 0.1), ("ReLU", None), ("Linear", (512, 512)),
+                                 ("Dropout", 0.1), ("ReLU", None), ("Linear", (w, 512))]
+    assert sorted(pic2word.state_dict()) == ["fc_out.bias", "fc_out.weight", "layers.0.0.bias", "layers.0.0.weight",
+                                            "layers.1.0.bias", "layers.1.0.weight"]
+    assert _layers(build_phi("pic2word", d, w, 0.1, hidden=64))[0] == ("Linear", (64, d))
+    x = torch.randn(4, d)
+    pic2word.eval()
+    expected = pic2word.fc_out(torch.relu(pic2word.layers[1][0](torch.relu(pic2word.layers[0][0](x)))))
+    assert torch.allclose(pic2word(x), expected)  # Linear -> ReLU twice, then fc_out (dropout off in eval)
 
 
 def test_batches_cover_each_epoch_without_repeats():
@@ -187,6 +214,11 @@ def test_phi_checkpoint_round_trip(tmp_path):
     save_phi(phi, config, tmp_path / "phi.pt")
     again = load_phi(tmp_path / "phi.pt")
     assert torch.equal(params_of(phi), params_of(again))
+    # Pic2Word's IM2TEXT of a non-default width: the width is recorded and rebuilt
+    phi = build_phi("pic2word", 16, 8, 0.1, hidden=24)
+    save_phi(phi, {"variant": "pic2word", "embed_dim": 16, "token_width": 8, "dropout": 0.1, "hidden": 24},
+             tmp_path / "p2w.pt")
+    assert torch.equal(params_of(phi), params_of(load_phi(tmp_path / "p2w.pt")))
 
 
 def test_validation_keeps_the_best_phi_and_logs_its_curve(tower, tmp_path):
@@ -247,3 +279,26 @@ def test_image_latent_supervision_feeds_phi_the_image_latent(tower):
     smp_loss(t, Probe(), torch.from_numpy(masked[:4].astype(np.int64)), z_c, cfg, torch.Generator(), source=source)
     smp_loss(t, Probe(), torch.from_numpy(masked[:4].astype(np.int64)), z_c, cfg, torch.Generator())
     assert torch.equal(seen[0], source) and torch.equal(seen[1], z_c)
+
+
+def test_early_stopping_on_a_toy_curve(tower, tmp_path):
+    """The curve rises, peaks after 4 steps, then falls: with patience 2 (validations every 2 steps)
+    training stops after step 8, two validations past the peak, and returns the phi of step 4."""
+    from pipeline.training.loop import Validation
+
+    t, d, tok = tower
+    ids, masked = arrays(tok)
+    cfg = TrainConfig(steps=20, batch_size=12, lr=1e-3, dropout=0.0, checkpoint_every=100, log_every=1,
+                      validate_every=2, validate_on="dev", validate_metric="R@1", patience=2)
+    curve = iter([1.0, 3.0, 2.0, 2.5, 9.0, 9.0])  # steps 2, 4, 6, 8 (then it would rise again)
+    validation = Validation(lambda phi: next(curve), every=2)
+    losses = []
+    best = train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / "e.pt", validation=validation,
+                     log=lambda s, v: "loss" in v and losses.append(s))
+    assert (validation.best_step, validation.best_score) == (4, 3.0)
+    assert max(losses) == 7  # stopped after step 8 (0-based 7), never reached step 20
+    four = train_phi(t, d, ids, masked, TrainConfig(**{**cfg.__dict__, "steps": 4, "validate_every": 0, "patience": 0}),
+                     device="cpu", checkpoint=tmp_path / "four.pt")
+    assert torch.equal(params_of(best), params_of(four))
+    with pytest.raises(PipelineError, match="train.patience .* needs train.validate_every"):
+        TrainConfig(validate_every=0, patience=3).check()

@@ -10,7 +10,7 @@ world's `data/world/pairs.parquet` is the default. Rows can be restricted to one
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.core.errors import PipelineError, quoted
+from pipeline.core.params import at_least
 from pipeline.data.images import mask_file
 from pipeline.data.ingest import SCHEMA, normalise
 from pipeline.data.shards import read_shards
@@ -32,6 +33,16 @@ class PairsConfig:
     image_column: str = "file"
     caption_column: str = "captions"  # for shards: the field of each sample's .json (when it has no .txt)
     split: str = "train"  # rows whose `split` column is this; "" takes every row
+    views: int = 4  # augmented views of each image embedded (pipeline/data/views.py: Pic2Word's crops); 0: none
+    view_scale: list[float] = field(default_factory=lambda: [0.9, 1.0])  # the crops' area range (Pic2Word's)
+    view_seed: int = 0  # the crops drawn
+
+    def check(self) -> None:
+        at_least("pairs.views", self.views, 0)
+        at_least("pairs.view_seed", self.view_seed, 0)
+        if len(self.view_scale) != 2 or not 0 < self.view_scale[0] <= self.view_scale[1] <= 1:
+            raise PipelineError(f"params.yaml: pairs.view_scale must be [low, high] with 0 < low <= high <= 1 "
+                                f"(the fraction of the image a crop covers), not {self.view_scale!r}")
 
 
 def read_pairs(cfg: PairsConfig, into: Path | None = None) -> tuple[list[Path], list[list[str]], int]:

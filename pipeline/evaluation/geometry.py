@@ -36,12 +36,17 @@ def noise_geometry(images: torch.Tensor, captions: torch.Tensor, kinds: Registry
                    ) -> tuple[dict, dict[str, torch.Tensor]]:
     """The backbone's geometry and, for every noise kind of `kinds` (pipeline/model/noise.py NOISE), the
     gap and matched cosine of the images with z_c + scale * n (as phi training adds it, on unnormalised
-    z_c); and each kind's noise."""
+    z_c), the fraction of the gap that closes, and E||scale * n|| / E||z_c||, the noise's regime
+    (LinCIR Tab. 1 and Fig. B.2: with ViT-L's 768 dimensions U·N has E||n|| = 13.9); and each noise."""
     gen = torch.Generator().manual_seed(seed)
     noise = {kind: scale * kinds.get(kind)(captions, gen) for kind in kinds.names()}
-    metrics = {"backbone": geometry(images, captions),
+    gap, norm = modality_gap(images, captions), captions.norm(dim=-1).mean().item()
+    metrics = {"backbone": {**geometry(images, captions), "caption_latent_norm": norm},
                "noise": {kind: {"modality_gap": modality_gap(images, captions + n),
-                                "matched_cosine": matched_cosine(images, captions + n)} for kind, n in noise.items()}}
+                                "gap_closed": 1 - modality_gap(images, captions + n) / gap,
+                                "matched_cosine": matched_cosine(images, captions + n),
+                                "norm_ratio": n.norm(dim=-1).mean().item() / norm}  # E||n|| / E||z_c||: the regime
+                         for kind, n in noise.items()}}
     return metrics, noise
 
 

@@ -148,3 +148,21 @@ def iou(a: Tensor, b: Tensor) -> Tensor:
     inter = (a & b).flatten(-2).sum(-1).float()
     union = (a | b).flatten(-2).sum(-1).float()
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def zero_shot_classes(image_latents: Tensor, class_latents: Tensor) -> list[int]:
+    """Each image's class in zero-shot classification: the class whose text latent is nearest in cosine."""
+    import torch.nn.functional as F
+
+    sims = F.normalize(image_latents.float(), dim=-1) @ F.normalize(class_latents.float(), dim=-1).T
+    return sims.argmax(dim=1).tolist()
+
+
+def attribute_accuracy(predicted: Sequence[Sequence[Hashable]], truth: Sequence[Sequence[Hashable]],
+                       fields: Sequence[str]) -> dict[str, float]:
+    """Percent of items whose predicted attributes are all right (`all`) and, per field, whose field is."""
+    _same_length(predicted, truth)
+    out = {"all": _percent(tuple(p) == tuple(t) for p, t in zip(predicted, truth))}
+    for i, field in enumerate(fields):
+        out[field] = _percent(p[i] == t[i] for p, t in zip(predicted, truth))
+    return out

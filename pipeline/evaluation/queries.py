@@ -1,8 +1,9 @@
 """Composed queries -> query features -> rankings of a benchmark's images.
 
 Every way of answering a composed query is one entry of QUERIES: `trained_phi`, the query of
-the phi that the train stage trained (`a photo of $ that {condition}`, `$` = phi(reference image
-latent)), and the zero-shot baselines every run reports next to it (phi at its random
+the phi that the train stage trained (its method's prompt for the benchmark's kind,
+pipeline/evaluation/prompts.py: LinCIR's `a photo of $ that {condition}`, `$` = phi(reference
+image latent)), and the zero-shot baselines every run reports next to it (phi at its random
 initialisation, text only, reference image only, and the normalised average of the two).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pipeline.core.registry import Registry
 from pipeline.evaluation.benchmarks.base import Benchmark, Query
 from pipeline.evaluation.gallery import load as load_gallery
 from pipeline.evaluation.gallery import normalise
+from pipeline.evaluation.prompts import PROMPTS, Prompt, picked
 from pipeline.model.text_encoder import TextTower, encode, text_tower
 
 QUERIES = Registry("query")
@@ -39,22 +41,24 @@ class QueryContext:
     normalize_image_latent: bool = False  # the official code's --l2_normalize; off as in training
     device: str = "cpu"
     batch_size: int = 256
+    texts: tuple[int, ...] | None = None  # which condition texts phi's queries use (Prompt.texts); None: all
 
 
 def query_context(backbone, names: list[str], latents: np.ndarray, phis: dict[str, torch.nn.Module], *,
-                  template: str, normalize_image_latent: bool, device: str) -> QueryContext:
+                  template: str | Prompt, normalize_image_latent: bool, device: str) -> QueryContext:
     """The context to answer queries with `backbone` (a pipeline.model.backbone.Backbone), given the
-    latents of the benchmark's images `names` (rows in that order)."""
+    latents of the benchmark's images `names` (rows in that order); `template` is phi's prompt."""
+    prompt = template if isinstance(template, Prompt) else Prompt(template)
     return QueryContext(tower=text_tower(backbone.model, backbone.tokenizer), tokenizer=backbone.tokenizer,
-                        latents=latents, row={n: i for i, n in enumerate(names)}, template=template, phis=phis,
-                        normalize_image_latent=normalize_image_latent, device=device)
+                        latents=latents, row={n: i for i, n in enumerate(names)}, template=prompt.template, phis=phis,
+                        normalize_image_latent=normalize_image_latent, device=device, texts=prompt.texts)
 
 
-def _per_caption(queries: list[Query]) -> tuple[list[str], np.ndarray]:
-    """Flattens every query's captions; `owner[i]` is the query of caption i."""
-    texts = [c for q in queries for c in q.captions]
-    owner = np.repeat(np.arange(len(queries)), [len(q.captions) for q in queries])
-    return texts, owner
+def _per_caption(queries: list[Query], texts: tuple[int, ...] | None = None) -> tuple[list[str], np.ndarray]:
+    """Flattens every query's captions (those `texts` names, Prompt.texts); `owner[i]` is the query of caption i."""
+    chosen = [picked(q.captions, texts) for q in queries]
+    owner = np.repeat(np.arange(len(queries)), [len(c) for c in chosen])
+    return [c for cs in chosen for c in cs], owner
 
 
 def _mean_by_owner(features: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
@@ -91,7 +95,7 @@ def composed_queries(ctx: QueryContext, references: np.ndarray, texts: list[str]
 
 
 def pseudo_token_queries(ctx: QueryContext, queries: list[Query], phi: torch.nn.Module) -> np.ndarray:
-    texts, owner = _per_caption(queries)
+    texts, owner = _per_caption(queries, ctx.texts)
     features = composed_queries(ctx, _reference_latents(ctx, queries)[owner], texts, phi)
     return _mean_by_owner(features, owner, len(queries))
 
@@ -138,10 +142,10 @@ def answer(bench: Benchmark, ctx: QueryContext, indexes: dict, names: list[str],
     return rank(bench, QUERIES.get(query)(ctx, bench.queries), indexes, names, ctx.latents)
 
 
-def phi_score(bench: Benchmark, backbone, gallery_dir, template: str, metric: str, device: str,
+def phi_score(bench: Benchmark, backbone, gallery_dir, template: str | Prompt, metric: str, device: str,
               ) -> Callable[[torch.nn.Module], float]:
-    """score(phi): `metric` of `bench` answered with phi's query, exactly as the evaluate stage scores
-    the trained phi: what the train stage selects phi by (`train.validate_*`)."""
+    """score(phi): `metric` of `bench` answered with phi's query (`template`, its prompt), exactly as
+    the evaluate stage scores the trained phi: what the train stage selects phi by (`train.validate_*`)."""
     bench.require_targets()
     names, latents, indexes = load_gallery(gallery_dir)
 
@@ -162,6 +166,7 @@ class EvaluateConfig:
     """params.yaml `evaluate` (stages/evaluate.py)."""
 
     template: str = TEMPLATE
+    prompt: str = "method"  # PROMPTS: each method's official prompt per benchmark kind, or `template` for all
     queries: list[str] = field(default_factory=lambda: ["trained_phi", "phi_random", "text_only", "image_only",
                                                         "image_text_average"])
     normalize_image_latent: bool = False
@@ -170,6 +175,7 @@ class EvaluateConfig:
 
     def check(self) -> None:
         check_template(self.template)
+        PROMPTS.get(self.prompt)
         for query in self.queries:
             QUERIES.get(query)
         at_least("evaluate.grid_queries", self.grid_queries, 0)

@@ -11,10 +11,12 @@ docs/methods/ has a page per method: what it trains on, what its paper says, wha
 where the paper is silent.
 
 Every method trains phi with the shared loop `pipeline.training.loop.fit`, its steps, batch
-size, optimiser, seed and validation from `train`. The registry is in `base`; the modules
-below register themselves on import.
+size, seed and validation from `train`. phi's architecture and optimiser are the method's
+authors' (`train.recipe: authors`) or LinCIR's for every method (`controlled`):
+pipeline/training/recipe.py. The registry is in `base`; the modules below register themselves
+on import.
 """
 from pipeline.methods import lincir, masked_inversion, pic2word, searle  # noqa: F401  (register themselves)
-from pipeline.methods.base import METHODS, Method, Run, method_config
+from pipeline.methods.base import METHODS, Method, Run, method_config, phi_recipe
 
-__all__ = ["METHODS", "Method", "Run", "method_config"]
+__all__ = ["METHODS", "Method", "Run", "method_config", "phi_recipe"]

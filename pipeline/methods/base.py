@@ -1,5 +1,6 @@
-"""What a zero-shot CIR method is to the train stage: a config dataclass and a `train(run)` that
-returns phi, registered by name in METHODS."""
+"""What a zero-shot CIR method is to the train stage: a config dataclass, a `train(run)` that
+returns phi, and the recipe its authors build and optimise phi with, registered by name in
+METHODS."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -11,6 +12,7 @@ import torch
 from pipeline.core.params import section, typed
 from pipeline.core.registry import Registry
 from pipeline.training.loop import TrainConfig, Validation
+from pipeline.training.recipe import RECIPES, Recipe, shared
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Run:
     out: Path = Path("data/train")  # where phi goes; a method may write what it drew there too
     log: Callable[[int, dict], None] = lambda step, values: None
     validation: Validation | None = None
+    recipe: Recipe | None = None  # phi's architecture and optimiser (`phi_recipe`); None: LinCIR's, `train`'s
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class Method:
     reads: tuple[str, ...] = field(default=())  # prepared data it trains on, for the docs and errors
     images: bool = False  # trains on image latents (their cost counts in `lincir perf methods`)
     top_level: tuple[str, ...] = ()  # top-level params.yaml keys merged into its config (LinCIR: noise)
+    # (its config, train's) -> the recipe of its official code; LinCIR's is train's own
+    recipe: Callable[[object, TrainConfig], Recipe] = field(default=lambda config, cfg: shared(cfg))
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -53,3 +58,9 @@ def method_config(params: dict, name: str | None = None) -> tuple[str, Method, o
     method = METHODS.get(name)
     values = section(params, name)
     return name, method, typed(method.config, {**values, **{key: params.get(key) for key in method.top_level}}, name)
+
+
+def phi_recipe(method: Method, config, cfg: TrainConfig) -> Recipe:
+    """The recipe phi is trained with: the method's own, or LinCIR's for every method
+    (`train.recipe: controlled`)."""
+    return RECIPES.get(cfg.recipe)(method.recipe(config, cfg), cfg)

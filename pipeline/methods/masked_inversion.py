@@ -1,22 +1,25 @@
 """Masked image–text textual inversion (arXiv 2406.18836): phi trained on image–caption
 pairs in which one noun is masked in the text and its region in the image.
 
-For each training image one caption and one of its nouns are drawn. The noun is masked in
-the image with a class-activation map (CAM) of the frozen CLIP for "a photo of a <noun>",
-thresholded at tau (or, as an oracle for ablation, with the object's true mask where the
-pairs have one), and the masked pixels are filled. That gives a composed-retrieval triplet
-from one pair: the masked image is the reference, the noun the condition, the original image
-the target. The loss is a weighted sum of
+Its candidates are every noun of every caption of a training image (nouns in `skip_nouns`
+aside). The noun is masked in the image with a class-activation map (CAM) of the frozen CLIP
+for "a photo of a <noun>", thresholded at tau (or, as an oracle for ablation, with the object's
+true mask where the pairs have one), and the masked pixels are filled; each distinct (image,
+noun) is masked and embedded once. A draw picks, for an image, one of its captions with a noun
+and one noun of it (`draw`: again at every step, or once for the whole run). That gives a
+composed-retrieval triplet from one pair: the masked image is the reference, the noun the
+condition, the original image the target. The loss is a weighted sum of
     query–target:  E(query with $ = phi(v_masked), {} = noun)  vs  v      (InfoNCE over the batch)
     inversion:     E(prompt with $ = phi(v))                    vs  v      (Pic2Word's term)
-The paper gives neither the CAM, the fill, the weight nor the query's wording: the choices
-here are params, and docs/methods/masked_inversion.md says why each default was chosen.
+No code of the paper is public and its summary gives neither the CAM, the fill, the weight, the
+query's wording, when the noun is drawn nor the optimiser: the choices here are params, and
+docs/methods/masked_inversion.md says why each default was chosen.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +36,12 @@ from pipeline.data.images import ImageSource, open_image, to_rgb
 from pipeline.data.pairs import caption_nouns
 from pipeline.evaluation.metrics import iou
 from pipeline.methods.base import METHODS, Method, Run
-from pipeline.methods.common import check_prompt, contrastive, image_latents, logit_scale, prompt_ids
+from pipeline.methods.common import SKIP_NOUNS, check_prompt, contrastive, image_latents, logit_scale, prompt_ids
 from pipeline.model.cam import CAM, TRUE_MASK_LEVEL
+from pipeline.model.phi import PHI
 from pipeline.model.text_encoder import encode
-from pipeline.training.loop import Objective, fit, new_phi
-
-# Nouns that name the picture, its style or a place in it rather than a thing shown: web
-# alt-text is full of them ("stock photo", "vector illustration", "on the left").
-SKIP_NOUNS = ("photo", "picture", "image", "rendering", "art", "illustration", "clip", "stock", "download",
-              "wallpaper", "design", "icon", "vector", "logo", "idea", "side", "right", "left", "center", "centre",
-              "middle", "background", "backdrop")
+from pipeline.training.loop import Objective, TrainConfig, fit, new_phi
+from pipeline.training.recipe import Recipe
 
 FILL: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("masked_inversion.fill")
 # what replaces the masked pixels, in the model's (normalised) input space
@@ -64,9 +63,14 @@ class MaskedInversionConfig:
     query: str = "a photo of $ with {}"  # the query–target term's text: $ the masked image, {} the noun
     batch_size: int = 64  # images a CAM pass
     skip_nouns: list[str] = field(default_factory=lambda: list(SKIP_NOUNS))  # never drawn: no region to mask
+    draw: str = "step"  # DRAWS: an image's noun drawn again every step, or once for the whole run
+    phi: str = "official"  # phi's architecture: the paper's 3-layer MLP, d -> 4d -> 4d -> w
+    dropout: float = 0.5
 
     def check(self) -> None:
-        MASKS.get(self.mask), CAM.get(self.cam), FILL.get(self.fill)
+        MASKS.get(self.mask), CAM.get(self.cam), FILL.get(self.fill), DRAWS.get(self.draw), PHI.get(self.phi)
+        at_least("masked_inversion.dropout", self.dropout, 0)
+        below("masked_inversion.dropout", self.dropout, 1)
         check_prompt("masked_inversion.prompt", self.prompt)
         check_prompt("masked_inversion.query", self.query, 1)
         if self.cam_prompt.count("{}") != 1:
@@ -78,45 +82,91 @@ class MaskedInversionConfig:
         at_least("masked_inversion.batch_size", self.batch_size, 1)
 
 
-@dataclass
-class MaskedPairs:
-    """One training row an image: its chosen caption and noun, the caption without the noun."""
+def recipe(c: MaskedInversionConfig, cfg: TrainConfig) -> Recipe:
+    """The paper's phi (an MLP d -> 4d -> 4d -> w, `masked_inversion.phi`); the paper's summary gives
+    no optimiser, so `train`'s (LinCIR's) AdamW."""
+    return Recipe(c.phi, c.dropout, cfg.lr, cfg.weight_decay)
 
-    image: np.ndarray  # image row (data/pairs/latents.npy) of each training row
+
+@dataclass
+class Candidates:
+    """Every (image, caption, noun) a draw can pick, grouped by image. The training rows are the
+    images with at least one candidate, in order."""
+
+    image: np.ndarray  # [M] each candidate's image row (data/pairs/latents.npy)
     caption: list[str]
     noun: list[str]
-    masked_caption: list[str]
+    chance: np.ndarray  # [M] its chance within its image: 1 / (captions with a noun) / (nouns of its caption)
+    row: np.ndarray  # [M] its training row
+    masked: np.ndarray  # [M] its row of the masked latents: one a distinct (image, noun)
+    masked_image: np.ndarray  # [K] the image of each masked latent
+    masked_noun: list[str]  # [K] its noun
+
+    @property
+    def rows(self) -> int:
+        return int(self.row[-1]) + 1
+
+    @property
+    def images(self) -> np.ndarray:
+        """[rows] the image of each training row."""
+        return self.image[np.searchsorted(self.row, np.arange(self.rows))]
+
+    @cached_property
+    def _tiles(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row r + the cumulative chance of each candidate within its row, each row's last candidate)."""
+        starts = np.searchsorted(self.row, np.arange(self.rows))
+        within = np.cumsum(self.chance) - np.r_[0, np.cumsum(self.chance)][starts][self.row]
+        return torch.as_tensor(self.row + within), torch.as_tensor(np.r_[starts[1:], len(self.row)] - 1)
+
+    def pick(self, rows: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """The candidate of each training row in `rows` that u ~ Unif[0, 1) lands on: row r's
+        candidates tile [r, r + 1) in proportion to their chances."""
+        keys, last = (t.to(rows.device) for t in self._tiles)
+        # the last key of a row is r + 1 up to rounding: never let u spill into the next row
+        return torch.minimum(torch.searchsorted(keys, rows.double() + u.double(), right=True), last[rows])
 
 
-def mask_noun(text: str, span: tuple[int, int]) -> str:
-    """The caption with the noun's characters removed, and the space it leaves."""
-    a, b = span
-    return re.sub(r"\s+([,.;:!?])", r"\1", " ".join((text[:a] + text[b:]).split()))
-
-
-def draw_pairs(run: Run, seed: int) -> MaskedPairs:
-    """One caption with a noun, and one noun of it, drawn for every image that has one (nouns in
-    `skip_nouns` do not count)."""
+def candidates(run: Run) -> Candidates:
+    """Every noun of every caption of every image, nouns in `skip_nouns` aside."""
     texts, spans = caption_nouns(run.pairs)
     skip = {w.lower() for w in run.config.skip_nouns}
     spans = [[(a, b) for a, b in s if t[a:b].lower() not in skip] for t, s in zip(texts, spans)]
-    image_of = np.load(run.pairs / "image_of.npy")
-    rng = np.random.default_rng(seed)
     by_image: dict[int, list[int]] = {}
-    for row, image in enumerate(image_of):
-        if spans[row]:
-            by_image.setdefault(int(image), []).append(row)
+    for caption, image in enumerate(np.load(run.pairs / "image_of.npy")):
+        if spans[caption]:
+            by_image.setdefault(int(image), []).append(caption)
     if not by_image:
         raise PipelineError(f"{run.pairs}/keywords.parquet: no caption has a noun outside masked_inversion.skip_nouns; "
                             f"the method needs one to mask")
-    images, captions, nouns, masked = [], [], [], []
-    for image in sorted(by_image):
-        rows = by_image[image]
-        row = rows[rng.integers(len(rows))]
-        span = spans[row][rng.integers(len(spans[row]))]
-        images.append(image), captions.append(texts[row])
-        nouns.append(texts[row][span[0]:span[1]]), masked.append(mask_noun(texts[row], span))
-    return MaskedPairs(np.array(images), captions, nouns, masked)
+    image, caption, noun, chance, row, masked, distinct = [], [], [], [], [], [], {}
+    for r, i in enumerate(sorted(by_image)):
+        for c in by_image[i]:
+            for a, b in spans[c]:
+                word = texts[c][a:b]
+                image.append(i), caption.append(texts[c]), noun.append(word), row.append(r)
+                chance.append(1 / len(by_image[i]) / len(spans[c]))
+                masked.append(distinct.setdefault((i, word.lower()), len(distinct)))
+    return Candidates(np.array(image), caption, noun, np.array(chance), np.array(row), np.array(masked),
+                      np.array([i for i, _ in distinct]), [w for _, w in distinct])
+
+
+Draw = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (training rows, the step's generator) -> candidates
+
+
+def _draw_each_step(cands: Candidates, seed: int) -> tuple[Draw, np.ndarray]:
+    return (lambda rows, gen: cands.pick(rows, torch.rand(len(rows), generator=gen, device=rows.device))), \
+        np.arange(len(cands.noun))
+
+
+def _draw_once(cands: Candidates, seed: int) -> tuple[Draw, np.ndarray]:
+    fixed = cands.pick(torch.arange(cands.rows), torch.rand(cands.rows, generator=torch.Generator().manual_seed(seed)))
+    return (lambda rows, gen: fixed.to(rows.device)[rows]), fixed.numpy()
+
+
+# masked_inversion.draw: (candidates, train.seed) -> (the draw, the candidates it can ever pick)
+DRAWS: Registry[Callable] = Registry("masked_inversion.draw")
+DRAWS.register("step")(_draw_each_step)
+DRAWS.register("once")(_draw_once)
 
 
 def _cam_masks(run: Run, images: torch.Tensor, nouns: list[str], files: list[str]) -> torch.Tensor:
@@ -150,62 +200,71 @@ def masked_images(images: torch.Tensor, masks: torch.Tensor, fill: str) -> torch
     return torch.where(masks[:, None], FILL.get(fill)(images), images)
 
 
-def masked_latents(run: Run, pairs: MaskedPairs) -> tuple[torch.Tensor, dict]:
-    """[N, d] latents of the masked images, and what the masks were like: mean area, and where the
-    pairs have true masks, the mean IoU of the masks used with them."""
+def masked_latents(run: Run, images: np.ndarray, nouns: list[str]) -> tuple[torch.Tensor, dict]:
+    """[N, d] latents of images (rows of data/pairs/images.parquet) with their nouns masked, and what
+    the masks were like: mean area, and where the pairs have true masks, the mean IoU with them."""
     c, model = run.config, run.backbone.model
     table = pq.read_table(run.pairs / "images.parquet").to_pydict()
     make = MASKS.get(c.mask)
     out, areas, ious = [], [], []
-    for lo in tqdm(range(0, len(pairs.image), c.batch_size), desc=f"masking nouns ({c.mask})", unit="batch"):
-        rows = pairs.image[lo:lo + c.batch_size]
-        images = torch.stack([run.backbone.preprocess(to_rgb(open_image(ImageSource(Path(table["path"][r])))))
+    for lo in tqdm(range(0, len(images), c.batch_size), desc=f"masking nouns ({c.mask})", unit="batch"):
+        rows = images[lo:lo + c.batch_size]
+        pixels = torch.stack([run.backbone.preprocess(to_rgb(open_image(ImageSource(Path(table["path"][r])))))
                               for r in rows]).to(run.device)
         files = [table["mask"][r] for r in rows]
-        masks = make(run, images, pairs.noun[lo:lo + c.batch_size], files)
-        masked = masked_images(images, masks, c.fill)
+        masks = make(run, pixels, nouns[lo:lo + c.batch_size], files)
         with torch.no_grad():
-            out.append(model.encode_image(masked).float())
+            out.append(model.encode_image(masked_images(pixels, masks, c.fill)).float())
         areas.append(masks.float().mean(dim=(1, 2)))
         if all(f and Path(f).is_file() for f in files):
-            ious.append(iou(masks.cpu(), _true_masks(run, images, [], files).cpu()))
-    stats = {"images": len(pairs.image), "mask_area": torch.cat(areas).mean().item()}
+            ious.append(iou(masks.cpu(), _true_masks(run, pixels, [], files).cpu()))
+    stats = {"masked_images": len(images), "mask_area": torch.cat(areas).mean().item()}
     if ious:
         stats["iou_with_true_masks"] = torch.cat(ious).mean().item()
     return torch.cat(out), stats
 
 
-def write_samples(pairs: MaskedPairs, out: Path) -> None:
-    """The drawn rows, to see what was masked (data/train/masked_pairs.parquet)."""
+def write_candidates(cands: Candidates, out: Path) -> None:
+    """What a draw can pick and its chance, to see what is masked (data/train/masked_pairs.parquet)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"image": pairs.image, "caption": pairs.caption, "noun": pairs.noun,
-                             "masked_caption": pairs.masked_caption}), out)
+    pq.write_table(pa.table({"image": cands.image, "caption": cands.caption, "noun": cands.noun,
+                             "chance": cands.chance}), out)
 
 
 def train(run: Run):
     c = run.config
     v = image_latents(run)
-    pairs = draw_pairs(run, run.cfg.seed)
-    v_masked, stats = masked_latents(run, pairs)
+    cands = candidates(run)
+    draw, reachable = DRAWS.get(c.draw)(cands, run.cfg.seed)
+    needed = np.unique(cands.masked[reachable])  # every (image, noun) a draw can pick, masked once
+    v_masked, stats = masked_latents(run, cands.masked_image[needed], [cands.masked_noun[k] for k in needed])
     print("masked_inversion: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                            for k, v in stats.items()))
-    write_samples(pairs, run.out / "masked_pairs.parquet")
-    target = v[torch.as_tensor(pairs.image, device=run.device)]
+                                            for k, v in {"images": cands.rows, "candidates": len(cands.noun),
+                                                         **stats}.items()))
+    write_candidates(cands, run.out / "masked_pairs.parquet")
+    target = v[torch.as_tensor(cands.images, device=run.device)]
+    row_of = np.full(len(cands.masked_image), -1)
+    row_of[needed] = np.arange(len(needed))
+    masked_of = torch.as_tensor(row_of[cands.masked], device=run.device)  # -1: never drawn
     prompt = prompt_ids(run, [c.prompt])
-    query = prompt_ids(run, [c.query.format(n) for n in pairs.noun])
+    query = prompt_ids(run, [c.query.format(n) for n in cands.noun])
     scale = logit_scale(run)
 
     def loss(phi, idx, gen):
         i = torch.as_tensor(idx, device=run.device)
+        picked = draw(i, gen)
         t = target[i]
-        qt = contrastive(encode(run.tower, query[i], phi(v_masked[i]), truncate=run.cfg.truncate), t, scale)
+        qt = contrastive(encode(run.tower, query[picked], phi(v_masked[masked_of[picked]]), truncate=run.cfg.truncate),
+                         t, scale)
         inv = contrastive(encode(run.tower, prompt.expand(len(i), -1), phi(t), truncate=run.cfg.truncate), t, scale)
         return c.weight * qt + (1 - c.weight) * inv
 
-    return fit(new_phi(run.tower, run.embed_dim, run.cfg, run.device),
+    return fit(new_phi(run.tower, run.embed_dim, run.cfg, run.device, run.recipe),
                Objective(len(target), loss, name="masked inversion"), run.cfg, device=run.device,
-               checkpoint=run.checkpoint, fingerprint=run.fingerprint, log=run.log, validation=run.validation)
+               checkpoint=run.checkpoint, fingerprint=run.fingerprint, log=run.log, validation=run.validation,
+               recipe=run.recipe)
 
 
 METHODS.register("masked_inversion")(Method(MaskedInversionConfig, train,
-                                            reads=("pairs: images, image latents, captions' nouns",), images=True))
+                                            reads=("pairs: images, image latents, captions' nouns",), images=True,
+                                            recipe=recipe))

@@ -1,8 +1,15 @@
 """phi: the projection from the joint embedding space (d) to one token embedding (w).
 
-`paper` is §4.1 of the paper: LayerNorm -> Linear(d,4d) -> GELU -> Linear(4d,4d) -> GELU
--> Linear(4d,w) -> LayerNorm, dropout after each GELU. `official` is the released code's
-(and checkpoints') variant: the same without the two LayerNorms.
+One PHI entry per architecture, each built from the widths as its official code builds it:
+- `paper`: LinCIR §4.1, LayerNorm -> Linear(d,4d) -> GELU -> Linear(4d,4d) -> GELU ->
+  Linear(4d,w) -> LayerNorm, dropout after each GELU;
+- `official`: the same without the two LayerNorms: navervision/lincir's code and released
+  checkpoints, and miccunifi/SEARLE's `Phi` (src/phi.py builds this very layout);
+- `pic2word`: Pic2Word's IM2TEXT (google-research/composed_image_retrieval, model/model.py):
+  two blocks Linear -> Dropout -> ReLU of `hidden` units (512 by default, its `--middle_dim`),
+  then Linear(hidden, w); its parameter names (`layers.0.0`, `fc_out`) are the official ones.
+A checkpoint records its variant, widths and dropout (and `hidden` where the architecture
+has a free one), so `load_phi` rebuilds any method's phi.
 
 `load_phi` reads this pipeline's checkpoints ({"state_dict", "config"}) and the authors'
 released ones (`lincir_large.pt` ...: {"Phi": state dict of `layers.0/3/6`}), telling them
@@ -22,24 +29,47 @@ from pipeline.core.registry import Registry
 PHI = Registry("phi variant")
 
 
-def _mlp(d: int, w: int, dropout: float) -> list[nn.Module]:
-    return [nn.Linear(d, 4 * d), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(4 * d, 4 * d), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(4 * d, w)]
+def _mlp(d: int, w: int, dropout: float, hidden: int) -> list[nn.Module]:
+    return [nn.Linear(d, hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden, w)]
 
 
 @PHI.register("paper")
-def paper(d: int, w: int, dropout: float) -> nn.Module:
-    return nn.Sequential(nn.LayerNorm(d), *_mlp(d, w, dropout), nn.LayerNorm(w))
+def paper(d: int, w: int, dropout: float, hidden: int | None = None) -> nn.Module:
+    return nn.Sequential(nn.LayerNorm(d), *_mlp(d, w, dropout, hidden or 4 * d), nn.LayerNorm(w))
 
 
 @PHI.register("official")
-def official(d: int, w: int, dropout: float) -> nn.Module:
-    return nn.Sequential(*_mlp(d, w, dropout))
+def official(d: int, w: int, dropout: float, hidden: int | None = None) -> nn.Module:
+    return nn.Sequential(*_mlp(d, w, dropout, hidden or 4 * d))
 
 
-def build_phi(variant: str, embed_dim: int, token_width: int, dropout: float) -> nn.Module:
-    return PHI.get(variant)(embed_dim, token_width, dropout)
+class IM2TEXT(nn.Module):
+    """Pic2Word's mapping network: `layers` (Linear -> Dropout -> ReLU, twice), then `fc_out`."""
+
+    def __init__(self, d: int, hidden: int, w: int, dropout: float, blocks: int = 2):
+        super().__init__()
+        widths = [d] + [hidden] * blocks
+        self.layers = nn.Sequential(*(nn.Sequential(nn.Linear(a, b), nn.Dropout(dropout), nn.ReLU())
+                                      for a, b in zip(widths, widths[1:])))
+        self.fc_out = nn.Linear(hidden, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc_out(self.layers(x))
+
+
+PIC2WORD_HIDDEN = 512  # IM2TEXT's middle_dim, the default of Pic2Word's --middle_dim
+
+
+@PHI.register("pic2word")
+def pic2word(d: int, w: int, dropout: float, hidden: int | None = None) -> nn.Module:
+    return IM2TEXT(d, hidden or PIC2WORD_HIDDEN, w, dropout)
+
+
+def build_phi(variant: str, embed_dim: int, token_width: int, dropout: float, hidden: int | None = None) -> nn.Module:
+    """phi of architecture `variant`; `hidden` None: the architecture's own width (4d, or 512)."""
+    return PHI.get(variant)(embed_dim, token_width, dropout, hidden)
 
 
 def save_phi(phi: nn.Module, config: dict, path) -> None:
@@ -89,7 +119,7 @@ def read_phi_checkpoint(path) -> tuple[dict, dict]:
 
 def load_phi(path, device: str = "cpu") -> nn.Module:
     c, state = read_phi_checkpoint(path)
-    phi = build_phi(c["variant"], c["embed_dim"], c["token_width"], c["dropout"])
+    phi = build_phi(c["variant"], c["embed_dim"], c["token_width"], c["dropout"], c.get("hidden"))
     phi.load_state_dict(state)
     return phi.to(device).eval()
 

@@ -3,9 +3,10 @@
     lincir submit <name> --split test1 [--out DIR]
 
 `<name>` is an entry of params.yaml's `benchmarks` (its kind and root; `--split` replaces
-its split). Run from the repository root after `dvc repro`: the queries are answered by
-LinCIR exactly as evaluate@<name> answers the val queries, with the backbone the backbone
-stage recorded, the phi the train stage wrote, and params `embed` and `evaluate`. The
+its split). Run from the repository root after `dvc repro`: the queries are answered by the
+trained phi exactly as evaluate@<name> answers the val queries (the prompt of params.yaml's
+`method` for the benchmark's kind, pipeline/evaluation/prompts.py), with the backbone the
+backbone stage recorded, the phi the train stage wrote, and params `embed` and `evaluate`. The
 split's images are embedded here: they are not those that embed@<name> indexed.
 """
 from __future__ import annotations
@@ -48,19 +49,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def submit(name: str, split: str, out: Path) -> list[Path]:
-    """Answers every query of `name`'s `split` with LinCIR; returns the files written."""
+    """Answers every query of `name`'s `split` with the trained phi; returns the files written."""
     # imported here, not at the top: the `lincir` command imports every subcommand, and
     # `lincir score` needs none of torch, open_clip or faiss
     from pipeline.core import stage
-    from pipeline.core.params import load_params, section
+    from pipeline.core.params import load_params, section, typed, value
     from pipeline.evaluation import gallery
     from pipeline.evaluation.benchmarks import check_images, from_params
-    from pipeline.evaluation.queries import answer, query_context
+    from pipeline.evaluation.prompts import prompt_for
+    from pipeline.evaluation.queries import EvaluateConfig, answer, query_context
     from pipeline.model import backbone as backbones
     from pipeline.model.phi import load_phi
 
     params = load_params()
-    embed, evaluate = section(params, "embed"), section(params, "evaluate")
+    embed, evaluate = section(params, "embed"), typed(EvaluateConfig, section(params, "evaluate"), "evaluate")
     bench = from_params(params, name, split)
     check_images(bench)  # every missing image, before any model work
     if not PHI.is_file():
@@ -70,8 +72,9 @@ def submit(name: str, split: str, out: Path) -> list[Path]:
     names, latents, indexes = gallery.embed_benchmark(
         bench, backbone.model, backbone.preprocess, batch_size=embed["batch_size"],
         num_workers=embed["num_workers"], index=embed["index"], device=device)
-    ctx = query_context(backbone, names, latents, {"trained": load_phi(PHI, device)}, template=evaluate["template"],
-                        normalize_image_latent=evaluate["normalize_image_latent"], device=device)
+    prompt = prompt_for(evaluate.prompt, value(params, "method", str), bench.name, evaluate.template)
+    ctx = query_context(backbone, names, latents, {"trained": load_phi(PHI, device)}, template=prompt,
+                        normalize_image_latent=evaluate.normalize_image_latent, device=device)
     rankings, candidate_rankings = answer(bench, ctx, indexes, names, "trained_phi")
     path = out / f"{name}_{split}.json"
     # CIRR's second file: the top 3 within each query's group

@@ -1,9 +1,10 @@
 """The training loop every method shares (nanoGPT-style: one readable function, `fit`).
 
 A method hands `fit` an Objective: how many training rows it has and the loss of a batch of
-them (LinCIR's SMP in pipeline/methods/lincir.py; the others beside it). `fit` runs AdamW on
-phi for `train.steps` batches, logs the loss, scores phi on the dev benchmark and keeps the
-best, and saves a resumable state every `checkpoint_every` steps.
+them (LinCIR's SMP in pipeline/methods/lincir.py; the others beside it), and the Recipe phi is
+built and optimised with (pipeline/training/recipe.py; LinCIR's, from `train`, by default).
+`fit` runs AdamW on phi for `train.steps` batches, logs the loss, scores phi on the dev benchmark
+and keeps the best, and saves a resumable state every `checkpoint_every` steps.
 
 Speed without changing the result: bf16 autocast and fused AdamW on GPU, batches bucketed
 by length, data parallel over GPUs when started with torchrun (DDP). Every step's randomness
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from pipeline.core.errors import PipelineError, quoted
@@ -25,6 +27,7 @@ from pipeline.core.params import at_least, below, section, typed
 from pipeline.model.phi import PHI, build_phi
 from pipeline.model.text_encoder import TextTower
 from pipeline.training.batches import PRECISIONS, Dist, autocast, batch_indices
+from pipeline.training.recipe import RECIPES, Recipe, assign_lr, shared
 from pipeline.training.resume import resumable, save_training_state
 
 
@@ -47,17 +50,21 @@ class TrainConfig:
     validate_every: int = 100  # score phi on the dev benchmark every N steps and keep the best; 0: off
     validate_on: str = "world_dev"  # the dev benchmark's name in params.yaml `benchmarks` (stages/train.py)
     validate_metric: str = "R@50"  # the paper selects by CIRR dev R@1; on the world R@1 is a query or two
+    patience: int = 0  # validations without a better score before training stops (early stopping); 0: never
+    recipe: str = "authors"  # RECIPES: each method's own phi and optimiser, or LinCIR's for every method
 
     def check(self) -> None:
-        PHI.get(self.phi_variant)  # before any work
+        PHI.get(self.phi_variant), RECIPES.get(self.recipe)  # before any work
         if self.precision != "auto" and self.precision not in PRECISIONS:
             raise PipelineError(f"unknown train.precision {quoted(self.precision)}; valid: auto, {', '.join(PRECISIONS)}")
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             at_least(f"train.{name}", getattr(self, name), 1)
-        for name in ("seed", "validate_every"):
+        for name in ("seed", "validate_every", "patience"):
             at_least(f"train.{name}", getattr(self, name), 0)
         if self.validate_every and not self.validate_on:
             raise PipelineError("params.yaml: train.validate_every needs train.validate_on, a benchmark name")
+        if self.patience and not self.validate_every:
+            raise PipelineError("params.yaml: train.patience (early stopping) needs train.validate_every > 0")
         for name in ("weight_decay", "dropout"):
             at_least(f"train.{name}", getattr(self, name), 0)
         below("train.dropout", self.dropout, 1)
@@ -88,6 +95,10 @@ class Validation:
     def due(self, done: int, steps: int) -> bool:
         return done % self.every == 0 or done == steps
 
+    def exhausted(self, done: int, patience: int) -> bool:
+        """`patience` validations in a row without a better score (0: never): training stops there."""
+        return patience > 0 and done - self.best_step >= patience * self.every
+
     @torch.no_grad()
     def check(self, phi: torch.nn.Module, done: int) -> float:
         phi.eval()
@@ -99,9 +110,12 @@ class Validation:
         return value
 
 
-def new_phi(tower: TextTower, embed_dim: int, cfg: TrainConfig, device: str) -> torch.nn.Module:
+def new_phi(tower: TextTower, embed_dim: int, cfg: TrainConfig, device: str,
+            recipe: Recipe | None = None) -> torch.nn.Module:
+    """phi at its seeded initialisation, of the recipe's architecture (LinCIR's: `train`'s)."""
+    recipe = recipe or shared(cfg)
     torch.manual_seed(cfg.seed)
-    return build_phi(cfg.phi_variant, embed_dim, tower.width, cfg.dropout).to(device)
+    return build_phi(recipe.phi, embed_dim, tower.width, recipe.dropout, recipe.hidden).to(device)
 
 
 @dataclass
@@ -118,16 +132,17 @@ class Objective:
 
 def fit(phi: torch.nn.Module, objective: Objective, cfg: TrainConfig, *, device: str, checkpoint: Path,
         fingerprint: str = "", log: Callable[[int, dict], None] = lambda step, values: None,
-        validation: Validation | None = None) -> torch.nn.Module:
+        validation: Validation | None = None, recipe: Recipe | None = None) -> torch.nn.Module:
     """The training loop every method shares: AdamW on phi for cfg.steps batches of the objective's
-    rows. Returns phi (unwrapped, in eval mode), the best one on `validation` when given.
+    rows, with the recipe's settings and schedule (LinCIR's, `train`'s, when None). Returns phi
+    (unwrapped, in eval mode), the best one on `validation` when given.
     `log(step, {"loss": ...})` sees every logged point once, those of a resumed run's earlier
     part first (they are in the checkpoint); validation scores come as {"val_<metric>": ...}."""
     cfg.check()
     part = Dist.from_env(device)
     dtype = cfg.autocast_dtype(device)
-    fused = device == "cuda"  # one kernel for the whole AdamW update
-    opt = torch.optim.AdamW(phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    recipe = recipe or shared(cfg)
+    opt = recipe.optimizer(phi, fused=device == "cuda")  # fused: one kernel for the whole AdamW update
     start, history = 0, []
     state = resumable(checkpoint, cfg, fingerprint, device)
     if state:
@@ -157,22 +172,33 @@ def fit(phi: torch.nn.Module, objective: Objective, cfg: TrainConfig, *, device:
             loss = objective.loss(model, idx, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        assign_lr(opt, recipe.lr_at(step, cfg.steps))
         opt.step()
-        if part.rank > 0:
-            continue
-        if step % cfg.log_every == 0 or step + 1 == cfg.steps:
-            # only the loss is logged: a wall-clock rate would make DVC-tracked files differ run to run
-            values = {"loss": loss.item()}
-            history.append((step, values))
-            log(step, values)
-            bar.set_postfix(loss=f"{values['loss']:.4f}")
-        if validation and validation.due(step + 1, cfg.steps):
-            values = {f"val_{cfg.validate_metric}": validation.check(phi, step + 1)}
-            history.append((step, values))
-            log(step, values)
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            best = (validation.best_step, validation.best_score, validation.best_state) if validation else None
-            save_training_state(phi, opt, step + 1, cfg, fingerprint, checkpoint, history, best)
+        stop = False
+        if part.rank == 0:
+            if step % cfg.log_every == 0 or step + 1 == cfg.steps:
+                # only the loss is logged: a wall-clock rate would make DVC-tracked files differ run to run
+                values = {"loss": loss.item()}
+                history.append((step, values))
+                log(step, values)
+                bar.set_postfix(loss=f"{values['loss']:.4f}")
+            if validation and validation.due(step + 1, cfg.steps):
+                values = {f"val_{cfg.validate_metric}": validation.check(phi, step + 1)}
+                history.append((step, values))
+                log(step, values)
+                stop = validation.exhausted(step + 1, cfg.patience)
+            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                best = (validation.best_step, validation.best_score, validation.best_state) if validation else None
+                save_training_state(phi, opt, step + 1, cfg, fingerprint, checkpoint, history, best)
+        if cfg.patience and part.world > 1:  # every process stops at the same step
+            flag = torch.tensor([float(stop)], device=device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        if stop:
+            if part.rank == 0:
+                print(f"early stop after step {step + 1}: val_{cfg.validate_metric} has not improved on "
+                      f"{validation.best_score:.4g} (step {validation.best_step}) for {cfg.patience} validations")
+            break
     if validation and validation.best_state is not None and part.rank == 0:
         phi.load_state_dict(validation.best_state)
     return phi.eval()

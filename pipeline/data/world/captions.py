@@ -84,6 +84,12 @@ def caption(t: Thing, rng: np.random.Generator, clutter: tuple[str, ...] = ()) -
     return text
 
 
+def describe(t: Thing) -> str:
+    """The full description of `t`, every attribute named once in one fixed phrasing: the prompt of
+    zero-shot classification among all the world's combinations (the backbone stage's metric)."""
+    return f"a photo of a {t.size} {t.colour} {t.shape} {SYNONYMS[t.position][0]} on a {t.background} background"
+
+
 # One phrasing list per attribute that can change; `{}` is the target's value.
 CHANGE = {
     "shape": ["is a {}", "is a {} instead", "shows a {} rather than that shape", "has the shape of a {}"],

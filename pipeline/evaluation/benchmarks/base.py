@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,25 @@ class Benchmark:
     def breakdown(self, rankings: Rankings, candidate_rankings: Rankings | None = None) -> dict[str, float]:
         """Secondary metrics kept apart from `score` (CIRCO: mAP@10 per semantic aspect)."""
         return {}
+
+    def per_query(self, rankings: Rankings, candidate_rankings: Rankings | None = None) -> dict[str, list[float]]:
+        """Each headline metric of `score` for each query alone (the official formula on a one-query
+        benchmark), in query order: what a paired comparison of two rankings resamples. Their mean is
+        `score` where the benchmark averages over queries (CIRCO, CIRR); FashionIQ and GeneCIS average
+        over groups first. Per-group metrics (`R@10/dress`) are left out."""
+        values: dict[str, list[float]] = {}
+        for q in self.queries:
+            scores = self.alone(q).score({q.id: rankings[q.id]} if rankings else {},
+                                         {q.id: candidate_rankings[q.id]} if candidate_rankings else None)
+            for metric, value in scores.items():
+                if "/" not in metric:
+                    values.setdefault(metric, []).append(value)
+        return values
+
+    def alone(self, query: Query) -> Benchmark:
+        """This benchmark with `query` its only query (and only its group)."""
+        return replace(self, queries=[query],
+                       galleries={query.group: self.galleries[query.group]} if self.galleries else {})
 
     def require_targets(self) -> None:
         if not self.has_targets:

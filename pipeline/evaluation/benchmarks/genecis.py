@@ -25,6 +25,7 @@ Image names: "coco-<val_image_id>" and "vg-<image_id>-<x>_<y>_<w>_<h>" (one per 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,9 @@ TASKS: dict[str, Callable[[Path, Any, Path, int], tuple[str, ImageSource]]] = {
 
 
 class GeneCIS(Benchmark):
+    def alone(self, query: Query) -> GeneCIS:
+        return replace(self, queries=[query], extra={**self.extra, "tasks": [query.group]})
+
     def score(self, rankings: Rankings | None = None, candidate_rankings: Rankings | None = None) -> dict[str, float]:
         self.require_targets()
         ranked = dict(zip((q.id for q in self.queries), self.ranked(candidate_rankings, "candidate rankings")))

@@ -1,7 +1,9 @@
 """`lincir ablate`: the paper's ablations as DVC experiments, and RESULTS.md from them.
 
     lincir ablate run --seeds 3          one `dvc exp run` per cell, skipping finished ones
-    lincir ablate run --groups method    the zero-shot CIR methods side by side (pipeline/methods/)
+    lincir ablate run --groups method controlled
+                                         the zero-shot CIR methods side by side (pipeline/methods/), as
+                                         their authors built them and with LinCIR's phi and optimiser
     lincir ablate report                 RESULTS.md + docs/results.png from `dvc exp show --json`
     lincir ablate report --rev A --rev B the experiments derived from these commits (a grid run in parts)
 
@@ -27,16 +29,20 @@ import time
 from pathlib import Path
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.io import write_text
 from pipeline.tools.experiments.grid import GROUPS, METRICS, NAME
 from pipeline.tools.experiments.results import write_results
 
 TRAIN_TIME = Path("logs/train.json")  # written by stages/train.py
 TIMES = Path("logs/ablate_times.json")
+EVALUATE = Path("data/evaluate")  # the evaluate stages' per_query.json, one folder a benchmark
+PER_QUERY = Path("logs/ablate_per_query")
 
 
 def grid_params() -> list[str]:
     """Every param some group sets, in a fixed order."""
-    return list(dict.fromkeys(p for g in GROUPS.values() for p in (g.param, *g.seed_params)))
+    return list(dict.fromkeys(p for g in GROUPS.values() for p in (g.param, *g.seed_params, *dict(g.fixed),
+                                                                  *(k for _, s in g.settings for k, _ in s))))
 
 
 def cells(groups: list[str], seeds: int, base: dict[str, str]) -> list[tuple[str, list[str]]]:
@@ -48,7 +54,8 @@ def cells(groups: list[str], seeds: int, base: dict[str, str]) -> list[tuple[str
         for g in groups:
             group = GROUPS[g]
             for value in group.values:
-                values = {**base, group.param: value, **{p: str(seed) for p in group.seed_params}}
+                values = {**base, **dict(group.fixed), **group.overrides(value),
+                          **{p: str(seed) for p in group.seed_params}}
                 out.append((f"{g}-{value}-s{seed}", [f"{p}={values[p]}" for p in grid_params()]))
     return out
 
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             start = time.time()
             dvc("exp", "run", "-n", name, *(a for o in overrides for a in ("-S", o)))
             record_train_time(name, start)
+            keep_per_query(name)
             print(f"      {name} finished in {(time.time() - start) / 60:.1f} min", flush=True)
     return 0
 
@@ -113,6 +121,13 @@ def record_train_time(name: str, start: float) -> None:
     times[name] = {"seconds": log["seconds"], "device": log.get("device")}
     TIMES.parent.mkdir(parents=True, exist_ok=True)
     TIMES.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
+
+
+def keep_per_query(name: str) -> None:
+    """Each benchmark's per-query scores of experiment `name` (the workspace holds its outputs right after
+    its run) into PER_QUERY/<name>/, for the paired intervals of `report`."""
+    for source in sorted(EVALUATE.glob("*/per_query.json")):
+        write_text(PER_QUERY / name / f"{source.parent.name}.json", source.read_text())
 
 
 def train_times(path: Path) -> dict[str, dict[str, tuple[float, float, int]]]:

@@ -20,7 +20,10 @@ DESCRIPTION = f"""{HELP}.
 Per method: its one-off work per training sample (LinCIR: caching z_c of a caption; SEARLE:
 the per-image textual inversion; masked inversion: the CAM, masking and encoding of the
 masked image), the seconds of a training step, and s_per_sample = one-off + step / batch
-(+ the image latent every image method needs, computed once by the pairs stage). The ratio
+(+ the image latent every image method needs, computed once by the pairs stage; Pic2Word's
+augmented views, `pairs.views` of them, cost that many image latents more, which this tool
+does not embed: its steps cost the same with one view). Each method trains with its authors'
+phi and optimiser (`train.recipe: authors`). The ratio
 is s_per_sample against LinCIR's: what a run that sees each sample once costs. The paper
 reports LinCIR 6.0x faster than Pic2Word and 8.4x than SEARLE with ViT-L (16.4x / 17.6x with
 ViT-G), on real data with its images decoded and encoded in every step."""
@@ -36,7 +39,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, help="default: 512 on GPU, 32 on CPU")
     p.add_argument("--steps", type=int, help="timed steps after one warm-up step (default: 10 on GPU, 3 on CPU)")
     p.add_argument("--oti-steps", type=int, help="SEARLE's inversion steps an image (default: params.yaml's "
-                   "default, 150; the official code: 350)")
+                   "default, 350, the official code's)")
     p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
@@ -73,6 +76,7 @@ def prepare_pairs(folder: Path, backbone, n: int, device: str, seed: int) -> flo
                            num_workers=0, device=device)
     seconds = time.perf_counter() - start
     np.save(folder / "latents.npy", latents)
+    np.save(folder / "views.npy", np.zeros((len(latents), 0, latents.shape[1]), np.float32))  # no augmented views
     return seconds
 
 
@@ -80,7 +84,7 @@ def timed_method(name: str, backbone, folder: Path, cfg, oti_steps: int | None, 
     """Wall seconds of the whole train call, and of steps 1..N (step 0 is the warm-up)."""
     import torch
 
-    from pipeline.methods import METHODS, Run
+    from pipeline.methods import METHODS, Run, phi_recipe
     from pipeline.model import backbone as backbones
     from pipeline.model.text_encoder import text_tower
 
@@ -97,7 +101,8 @@ def timed_method(name: str, backbone, folder: Path, cfg, oti_steps: int | None, 
 
     run = Run(backbone, text_tower(backbone.model, backbone.tokenizer), backbones.embed_dim(backbone), cfg, config, device,
               folder / f"{name}.ckpt", tokens=folder / "tokens", pairs=folder,
-              pair_tokens=folder / "tokens", out=folder / name, log=log)
+              pair_tokens=folder / "tokens", out=folder / name, log=log,
+              recipe=phi_recipe(method, config, cfg))
     start = time.perf_counter()
     method.train(run)
     total = time.perf_counter() - start
