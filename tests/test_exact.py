@@ -39,7 +39,7 @@ DIGESTS = {
 PROBE = r"""
 import hashlib, json, sys
 import torch
-import pipeline  # pins the environment, as in every stage
+from pipeline.core import stage  # pins the environment, as every stage script's first project import does
 from pipeline.core import exact
 exact.pin_threads()
 import faiss

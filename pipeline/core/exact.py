@@ -7,9 +7,10 @@ order with another thread count. On the development machine each of these knobs,
 default, changed the world backbone's weights within ten steps, and under an emulated Intel CPU
 MKL's default path gave other bits than on this AMD one, its COMPATIBLE path the same. So every
 process of the project asks the four libraries for those paths before anything is computed
-(`pipeline/__init__.py` calls `pin_environment`: torch and MKL read these variables at their first
-computation, not at import, and FAISS is only imported by pipeline modules), and every stage
-computes on THREADS threads (`pin_threads`, called by pipeline/core/stage.py).
+(`pin_environment`, called when pipeline/core/stage.py is imported, which every stage script does
+first, and by the `lincir` command: torch and MKL read these variables at their first computation,
+not at import, and FAISS is only imported by pipeline modules), and every stage computes on THREADS
+threads (`pin_threads`, called by `stage.run`).
 
 On a CPU without AVX2 nothing is pinned (forcing AVX2 there would stop torch with an illegal
 instruction). A variable already set is kept. LINCIR_EXACT=0 pins nothing: each library then takes

@@ -23,6 +23,7 @@ from pipeline.core.errors import PipelineError, one_line
 from pipeline.core.params import load_params, lookup
 
 ROOT = Path(__file__).resolve().parents[2]
+exact.pin_environment()  # every stage script imports this module before torch computes anything
 REFERENCE = re.compile(r"\$\{([^}]+)\}")
 
 

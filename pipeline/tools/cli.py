@@ -6,6 +6,7 @@ import argparse
 import importlib.metadata
 import sys
 
+from pipeline.core import exact
 from pipeline.core.errors import one_line
 from pipeline.tools import cam, perf, profile, score, submit
 from pipeline.tools.experiments import ablate
@@ -15,6 +16,7 @@ COMMANDS = [score, submit, profile, ablate, perf, search, cam]
 
 
 def main(argv: list[str] | None = None) -> int:
+    exact.pin_environment()  # the same kernels as the stages (lincir submit, index, search compute with torch)
     parser = argparse.ArgumentParser(
         prog="lincir",
         description="LinCIR pipeline tools. The pipeline itself runs with `dvc repro` (see README.md).")
