@@ -2,18 +2,32 @@
 # `make test` (set up, then the test suite). Both create .venv on first use.
 VENV ?= .venv
 BIN := $(VENV)/bin
+VEGA := .vega
 # faiss-gpu where a CUDA driver is present, faiss-cpu elsewhere
 FAISS := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 
 .PHONY: setup browser repro test clean-venv wheels perf-gpu
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(VEGA)/dvc_plots.html
 
 $(VENV)/.installed: pyproject.toml
+	@echo "setup: creating $(VENV) and installing the project with PyTorch (about 6 GB the first time: minutes)"
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[$(FAISS),dev]'
+	$(BIN)/pip install --progress-bar on -e '.[$(FAISS),dev]'
 	touch $@
+
+# `dvc plots show` offline: DVC's page loads Vega from a CDN; these are the same npm packages, inlined in
+# the page template that .dvc/config.local names (pipeline/tools/plots_page.py). Without npm, the page
+# still draws its PNGs, and its curves only with network.
+$(VEGA)/dvc_plots.html: $(VENV)/.installed pipeline/tools/plots_page.py
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo "note: no npm: \`dvc plots show\` will load Vega from its CDN (the curves need network)"; \
+	elif echo "setup: Vega for offline plots, from the npm registry" && mkdir -p $(VEGA) && \
+	  npm pack --silent --pack-destination $(VEGA) $$($(BIN)/python -m pipeline.tools.plots_page packages) >/dev/null && \
+	  $(BIN)/python -m pipeline.tools.plots_page build $(VEGA); then \
+	  $(BIN)/dvc config --local plots.html_template ../$(VEGA)/dvc_plots.html; \
+	else echo "note: could not fetch Vega with npm: \`dvc plots show\` will load it from its CDN"; fi
 
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
@@ -31,7 +45,8 @@ test: setup browser
 	$(BIN)/python -m pytest -q --durations=10
 
 clean-venv:
-	rm -rf $(VENV)
+	-$(BIN)/dvc config --local --unset plots.html_template 2>/dev/null
+	rm -rf $(VENV) $(VEGA)
 
 # The GPU machine reaches no registry and lacks these (its python3 has torch and the rest):
 # `make wheels` here downloads them for its Python 3.12 into .whl/, which a device call carries

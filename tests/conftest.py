@@ -7,6 +7,7 @@ placeholder_images.py) and are imported by name: `import search_world`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import runpy
 import shlex
@@ -18,6 +19,10 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# The tests compare runs on one machine, never with the committed dvc.lock: they skip the pinned
+# kernels (pipeline/core/exact.py: MKL's portable path is 2-3x slower), which tests/test_exact.py
+# checks in fresh processes. Set before any test module imports pipeline.
+os.environ.setdefault("LINCIR_EXACT", "0")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """The real-backbone loading path, offline: a checkpoint file of a small open_clip architecture,
 open_clip tags resolved from the Hugging Face cache, and the errors for names, tags and no network."""
 import json
+import socket
 import time
 
 import open_clip
@@ -102,6 +103,34 @@ def test_offline_tag_fails_fast_saying_what_to_fetch_and_where(no_network):
         assert "HF_HUB_OFFLINE is set" in message and HUB_REPO in message
         assert "open_clip_model.safetensors" in message and str(no_network) in message
         assert "pretrained='openai'" in message and "local checkpoint file" in message
+
+
+def test_an_unreachable_hub_fails_fast_without_hf_hub_offline(no_network, monkeypatch):
+    """No HF_HUB_OFFLINE, but nothing answers: one refused connection, not the hub client's minute of retries."""
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    with socket.socket() as s:  # a port nothing listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setattr(hf_constants, "ENDPOINT", endpoint)
+    start = time.monotonic()
+    with pytest.raises(PipelineError) as error:
+        backbones.resolve_weights("ViT-B-32-quickgelu", "openai")
+    assert time.monotonic() - start < 5
+    message = str(error.value)
+    assert f"the Hugging Face Hub ({endpoint}) cannot be reached" in message and "refused" in message
+    assert HUB_REPO in message and "HF_HUB_OFFLINE=1" in message
+
+
+def test_the_network_probe_goes_to_the_proxy_where_one_is_set(monkeypatch):
+    with socket.socket() as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen()
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        assert io.unreachable("https://huggingface.invalid") is None  # the proxy answers; the name is its business
+    assert "127.0.0.1" in io.unreachable("https://huggingface.invalid")  # the proxy is gone
 
 
 def test_offline_tag_resolves_from_the_cache(no_network):

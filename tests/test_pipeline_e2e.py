@@ -142,3 +142,58 @@ def test_a_bad_registry_param_is_one_clear_message(tmp_path, stage_cli):
     assert "unknown noise 'foo'; valid names: chi2, exponential, gaussian, none, student_t, unif_gaussian, uniform" \
         in err
     assert "Traceback" not in err
+
+
+PLOTS_TEMPLATE = REPO / ".vega" / "dvc_plots.html"  # written by `make setup` (pipeline/tools/plots_page.py)
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                    reason="needs Debian's chromium and chromium-driver (`make test` installs them as root)")
+@pytest.mark.skipif(not PLOTS_TEMPLATE.is_file(), reason="no .vega/dvc_plots.html: `make setup` writes it (needs npm)")
+def test_dvc_plots_show_draws_every_plot_offline(project, monkeypatch):
+    """`dvc plots show` with the template `make setup` configures, opened in headless Chromium with every
+    network request refused: each declared Vega plot draws a canvas with ink, each PNG loads."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    root, dvc, _ = project
+    sh(root, dvc, "config", "--local", "plots.html_template", str(PLOTS_TEMPLATE))  # as make setup does
+    try:
+        declared = json.loads(subprocess.run([dvc, "plots", "show", "--json"], cwd=root, capture_output=True,
+                                             text=True, check=True).stdout)["data"]
+        page = Path(re.search(r"file://(\S+)", sh(root, dvc, "plots", "show"))[1])
+    finally:
+        sh(root, dvc, "config", "--local", "--unset", "plots.html_template")
+    vega = sorted(name for name, items in declared.items() if any(i["type"] == "vega" for i in items))
+    images = sorted(name for name, items in declared.items() if any(i["type"] == "image" for i in items))
+    assert len(vega) == 3 and len(images) == 3, declared.keys()  # loss, validation, noise norms; 3 query grids
+    html = page.read_text()
+    assert not re.search(r"<script[^>]+src=", html) and "cdn.jsdelivr" not in html  # nothing to fetch
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # selenium-manager must not download a browser or a driver
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900",
+                 "--disable-background-networking", "--host-resolver-rules=MAP * ~NOTFOUND",
+                 "--proxy-server=127.0.0.1:9"):  # no name resolves, every request goes to a closed port
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.get(page.as_uri())
+        drawn = """return [...document.querySelectorAll('.vega-embed')].map(div => {
+            const c = div.querySelector('canvas');
+            if (!c || !c.width) return [div.id, 0];
+            const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let ink = 0;
+            for (let i = 0; i < px.length; i += 4) if (px[i + 3] > 0 && Math.min(px[i], px[i + 1], px[i + 2]) < 200) ink++;
+            return [div.id, ink];
+        })"""
+        WebDriverWait(driver, 30).until(lambda d: len(d.execute_script(drawn)) == len(vega)
+                                        and all(ink > 500 for _, ink in d.execute_script(drawn)))
+        loaded = driver.execute_script(
+            "return [...document.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth > 0).length")
+        assert loaded == len(images)
+    finally:
+        driver.quit()

@@ -77,7 +77,7 @@ def test_training_lowers_the_smp_loss(tower, tmp_path):
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
 
 
-def test_a_killed_run_resumes_exactly(tower, tmp_path):
+def test_a_killed_run_resumes_exactly(tower, tmp_path, capsys):
     t, d, tok = tower
     ids, masked = arrays(tok)
     cfg = TrainConfig(steps=8, batch_size=12, lr=1e-3, checkpoint_every=3, log_every=1)
@@ -95,6 +95,8 @@ def test_a_killed_run_resumes_exactly(tower, tmp_path):
 
     with pytest.raises(Killed):
         train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / "b.pt", log=kill_at_5)
+    # said before any step: a process killed from outside prints nothing afterwards
+    assert f"saves its state to {tmp_path / 'b.pt'} every 3 steps" in capsys.readouterr().out
     # the resumed run logs steps 0-2 again from the checkpoint, then 3-7: each step once, no duplicate rows
     resumed_points = []
     resumed = train_phi(t, d, ids, masked, cfg, device="cpu", checkpoint=tmp_path / "b.pt",

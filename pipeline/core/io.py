@@ -1,4 +1,4 @@
-"""Files written whole or not at all, files known by their content, and whether the network is off.
+"""Files written whole or not at all, files known by their content, and whether the network is off or unreachable.
 
 Every file the project writes goes through `atomic`: it is written under a temporary name
 beside its destination and renamed over it only when complete, so a killed or failed run
@@ -98,3 +98,24 @@ def offline() -> bool:
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def unreachable(url: str, timeout: float = 3.0) -> str | None:
+    """Why `url`'s server cannot be reached now (its name does not resolve, the connection is refused
+    or unanswered within `timeout` s), or None when a TCP connection opens. One connection, to the
+    proxy where one is set: a dead network is then a fast error, where the Hugging Face client retries
+    every file it looks for with back-off (a minute or more) before it gives up."""
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:  # socket.gaierror, ConnectionRefusedError, TimeoutError, OSError(ENETUNREACH)
+        return f"{host}:{port}: {e.strerror or type(e).__name__}"
+    return None

@@ -18,10 +18,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pipeline.core import exact
 from pipeline.core.errors import PipelineError, one_line
 from pipeline.core.params import load_params, lookup
 
 ROOT = Path(__file__).resolve().parents[2]
+exact.pin_environment()  # every stage script imports this module before torch computes anything
 REFERENCE = re.compile(r"\$\{([^}]+)\}")
 
 
@@ -44,6 +46,7 @@ def run(main: Callable[[dict, argparse.Namespace], None], params: Sequence[str] 
     variables = {"key": args.key} if "key" in args else {}
 
     def call() -> None:
+        exact.pin_threads()
         everything = load_params()
         main(everything if params is None else declared(everything, [*params, *untracked], variables), args)
 

@@ -129,6 +129,11 @@ def resolve_weights(model_name: str, pretrained: str) -> Path:
              f"backbone.pretrained to a local checkpoint file")
     if io.offline():  # checked before any request: offline, the hub client would retry and time out
         raise PipelineError(f"{model_name}/{pretrained} is not in the cache and HF_HUB_OFFLINE is set: {fetch}")
+    why = io.unreachable(hf_constants.ENDPOINT)
+    if why:  # no network: say so now, not after the hub client's retries
+        raise PipelineError(f"{model_name}/{pretrained} is not in the cache and the Hugging Face Hub "
+                            f"({hf_constants.ENDPOINT}) cannot be reached ({why}): {fetch}. Without network, "
+                            f"HF_HUB_OFFLINE=1 says so before any request")
     try:
         return Path(open_clip.download_pretrained(cfg))
     except Exception as e:

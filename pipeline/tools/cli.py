@@ -5,16 +5,18 @@ from __future__ import annotations
 import importlib.metadata
 import sys
 
+from pipeline.core import exact
 from pipeline.core.arguments import Parser
 from pipeline.core.errors import one_line
-from pipeline.tools import cam, perf, score, submit
+from pipeline.tools import cam, perf, profile, score, submit
 from pipeline.tools.experiments import ablate
 from pipeline.tools.search import commands as search
 
-COMMANDS = [score, submit, ablate, perf, search, cam]
+COMMANDS = [score, submit, profile, ablate, perf, search, cam]
 
 
 def main(argv: list[str] | None = None) -> int:
+    exact.pin_environment()  # the same kernels as the stages (lincir submit, index, search compute with torch)
     parser = Parser(
         prog="lincir",
         description="LinCIR pipeline tools. The pipeline itself runs with `dvc repro` (see README.md).")

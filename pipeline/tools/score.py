@@ -18,6 +18,7 @@ from pipeline.core.errors import one_line
 from pipeline.evaluation.benchmarks import BENCHMARKS, load_benchmark
 
 HELP = "score a prediction file with a benchmark's official metrics (percent, as JSON)"
+DECIMALS = 4  # of a percent: finer than one query in the largest split (CIRR val: 1 of 4,181 = 0.0239 %)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     rankings, candidate_rankings = bench.read_predictions(args.predictions, args.subset_predictions)
     # the official evaluator's numbers, then its breakdown (CIRCO: mAP@10 per semantic aspect)
     scores = {**bench.score(rankings, candidate_rankings), **bench.breakdown(rankings, candidate_rankings)}
-    print(json.dumps(scores))
+    print(json.dumps({name: round(v, DECIMALS) for name, v in scores.items()}))
     return 0
 
 

@@ -157,6 +157,10 @@ def fit(phi: torch.nn.Module, objective: Objective, cfg: TrainConfig, *, device:
     model = torch.nn.parallel.DistributedDataParallel(phi) if part.world > 1 else phi
     bucket = objective.lengths if cfg.bucket_by_length else None
     phi.train()
+    if part.rank == 0 and cfg.checkpoint_every < cfg.steps:
+        # a killed process cannot say this afterwards (DVC only reports `exited with -9`)
+        print(f"phi training saves its state to {checkpoint} every {cfg.checkpoint_every} steps: if this run is "
+              "stopped or killed, `dvc repro` (or `make repro`) resumes it from there", flush=True)
     bar = tqdm(range(start, cfg.steps), desc=f"phi training ({objective.name})", unit="step", initial=start,
                total=cfg.steps, disable=part.rank > 0)
     for step in bar:

@@ -305,8 +305,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="print the dvc commands without running them")
     r.set_defaults(func=run)
     p = actions.add_parser("report", help="write RESULTS.md and its picture from the finished experiments")
-    p.add_argument("--out", default="RESULTS.md", help="the report (default: RESULTS.md; its folder is created)")
-    p.add_argument("--png", default="docs/results.png", help="its picture (default: docs/results.png)")
+    p.add_argument("--out", default="RESULTS.md",
+                   help="the Markdown report: one table per ablation, mean ± std over seeds (default: RESULTS.md; its folder is created)")
+    p.add_argument("--png", default="docs/results.png",
+                   help="the same numbers as a bar chart, linked from the report (default: docs/results.png)")
     p.add_argument("--show", help="read this saved `dvc exp show --json` instead of asking dvc")
     p.add_argument("--times", default=str(TIMES), help=f"train-stage wall times that `run` recorded (default {TIMES})")
     p.add_argument("--rev", action="append", metavar="COMMIT",

@@ -142,8 +142,10 @@ def _grid(searcher, args, hits) -> None:
     ref = None
     if args.image:
         ref = picture(searcher.root / args.image if args.image in searcher.row else args.image)
-    row = Row(ref, args.text or "", [(picture(searcher.root / p), False) for p, _ in hits])
-    draw_grid([row], len(hits), f"left: the reference, then the condition, then the top {len(hits)}", args.grid)
+    row = Row(ref, args.text or "", [(picture(searcher.root / p), False) for p, _ in hits],
+              tuple(f"{i}. score {s:.4f}\n{p}" for i, (p, s) in enumerate(hits, 1)))
+    draw_grid([row], len(hits), f"left: the reference, then the condition, then the top {len(hits)} "
+                                f"(rank, cosine score, path in the index)", args.grid)
 
 
 def serve_command(args) -> int:
