@@ -3,10 +3,11 @@ RESULTS.md from `dvc exp show --json`."""
 import argparse
 import json
 
+import numpy as np
 import pytest
 
 from pipeline.core.errors import PipelineError
-from pipeline.tools.experiments import ablate, results
+from pipeline.tools.experiments import ablate, results, stats
 
 BASE = {"noise": "unif_gaussian", "train.seed": "0", "masking.strategy": "all_keywords", "masking.seed": "0",
         "masking.n": "1", "lincir.supervision": "smp", "method": "lincir", "train.recipe": "authors"}
@@ -90,14 +91,33 @@ def test_report_averages_seeds_and_compares_orderings(tmp_path, monkeypatch):
     results.write_results(summary, tmp_path / "RESULTS.md", tmp_path / "r.png")
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| `gaussian` | 21.00 ± 1.41 (n=2) | 71.00 ± 1.41 (n=2) | 6.00 ± 1.41 (n=2) | 24.0 |" in text
-    assert "ours by world_circo mAP@5: best: ours `gaussian`, paper `gaussian` (holds)" in text
     assert "paper CIRR dev R@1 |" in text and "## noise (`noise`; paper: Tab. 9)" in text
     assert (tmp_path / "r.png").stat().st_size > 1000
 
 
-def test_ordering_says_where_ours_differs():
-    assert "worst: ours `a`, paper `b` (differs)" in results.ordering({"a": 1, "b": 2, "c": 3}, {"a": 2, "b": 1, "c": 3})
-    assert "fewer than two" in results.ordering({"a": 1}, {"a": 2})
+def test_differences_have_paired_intervals_and_a_verdict_only_off_the_floor(tmp_path, monkeypatch):
+    """Three values against `unif_gaussian` over 200 queries and 2 seeds: one equal to it, one better
+    on every query by 10 points, and R@1 at the floor for all."""
+    rng = np.random.default_rng(0)
+    base = {s: rng.uniform(0, 40, 200) for s in (0, 1)}
+    per_query = {"unif_gaussian": {("world_circo", "mAP@5"): base, ("world_cirr", "R@1"): {s: 0 * base[s] for s in base}},
+                 "gaussian": {("world_circo", "mAP@5"): {s: base[s].copy() for s in base},
+                              ("world_cirr", "R@1"): {s: 0 * base[s] + (s == 1) for s in base}},
+                 "none": {("world_circo", "mAP@5"): {s: base[s] + 10 for s in base}}}
+    summary = {v: {k: (float(np.mean([x.mean() for x in seeds.values()])), 0.0, 2) for k, seeds in cells.items()}
+               for v, cells in per_query.items()}
+    paper = [results.Paper("Tab. 9", "CIRR dev R@1", {"unif_gaussian": 25.47, "gaussian": 23.70, "none": 19.76})]
+    lines = results.comparison_rows("noise", per_query, summary, paper)
+    gaussian = next(line for line in lines if line.startswith("| `gaussian`"))
+    none = next(line for line in lines if line.startswith("| `none`"))
+    assert "+0.00 [+0.00, +0.00] ≈; paper -1.77: no verdict" in gaussian  # equal on every query
+    assert "at the floor, not judged" in gaussian  # R@1 of at most 1 %: shown, judged on nothing
+    assert "+10.00 [+10.00, +10.00] >; paper -5.71: differs" in none
+    assert "no per-query scores" in none  # its R@50 was not kept
+    # a noisy difference: an interval that holds the true one and excludes 0 once it is large enough
+    noisy = {s: base[s] + rng.normal(2, 5, 200) for s in base}
+    d = stats.paired_difference(noisy, base)
+    assert d.low < 2 < d.high and d.low > 0 and d.verdict == ">" and d.seeds == 2
 
 
 def test_the_methods_table_has_the_training_free_baselines_and_each_papers_number(tmp_path, monkeypatch):
@@ -200,7 +220,7 @@ def test_the_methods_table_shows_both_recipes_and_the_paper_beside_the_authors_b
         "| `pic2word` | as the authors built them | 2.00 ± 1.41 (n=2) | 52.00 ± 1.41 (n=2) | 3.00 ± 1.41 (n=2) | 23.9 | 8.72 |",
         "| `pic2word` | controlled: LinCIR's phi and optimiser | 5.00 (n=1) | 55.00 (n=1) | 6.00 (n=1) | — | — |",
         "| `searle` | controlled: LinCIR's phi and optimiser | 7.00 (n=1) | 57.00 (n=1) | 8.00 (n=1) | — | — |"]
-    assert "Ordering (controlled: LinCIR's phi and optimiser) against the paper's CIRR test R@1, ViT-L/14:" in text
+    assert "Differences" not in text  # no `lincir` row: nothing to compare against
 
 
 def test_every_paper_number_is_the_papers():

@@ -38,7 +38,7 @@ from pipeline.core import io
 from pipeline.core.arguments import integer
 from pipeline.core.errors import PipelineError, quoted
 from pipeline.core.io import write_text
-from pipeline.tools.experiments.grid import GROUPS, METRICS, NAME
+from pipeline.tools.experiments.grid import GROUPS, METHODS, METRICS, NAME
 from pipeline.tools.experiments.results import write_results
 
 TRAIN_TIME = Path("logs/train.json")  # written by stages/train.py
@@ -268,6 +268,28 @@ def summarise(experiments: list[dict]) -> dict:
             for g, values in seen.items()}
 
 
+def per_query_scores(experiments: list[dict], kept: Path = PER_QUERY) -> dict:
+    """{group: {value: {(bench, metric): {seed: np.ndarray}}}}: the trained phi's per-query scores of each
+    experiment that `run` kept (its row is the method's name), for the paired intervals of RESULTS.md."""
+    import numpy as np
+
+    out: dict = {}
+    for m, e in grid_experiments(experiments):
+        for bench, metric in {(b, k) for b, k in e["metrics"]}:
+            path = kept / e["name"] / f"{bench}.json"
+            if not path.is_file():
+                continue
+            rows_ = _read(path, "per-query scores")
+            row = next((r for r in rows_.get("rows", {}) if r in METHODS), None) if isinstance(rows_, dict) else None
+            values = rows_["rows"][row].get(metric) if row else None
+            if not isinstance(values, list) or not all(_number(v) for v in values):
+                raise PipelineError(f"{path}: no per-query {metric} of a trained phi (rows {{method: {{metric: "
+                                    "[numbers]}}}} as the evaluate stage writes); run the experiment again")
+            cell = out.setdefault(m["group"], {}).setdefault(m["value"], {}).setdefault((bench, metric), {})
+            cell[int(m["seed"])] = np.asarray(values, float)
+    return out
+
+
 def commits(experiments: list[dict]) -> dict[str, list[str]]:
     """{group: the commits its experiments derive from}, for RESULTS.md to name."""
     out: dict[str, set] = {}
@@ -287,7 +309,8 @@ def report(args: argparse.Namespace) -> int:
     summary = summarise(experiments)
     if not summary:
         raise PipelineError("no finished ablation experiments found: run `lincir ablate run` first")
-    write_results(summary, Path(args.out), Path(args.png), commits(experiments), train_times(Path(args.times)))
+    write_results(summary, Path(args.out), Path(args.png), commits(experiments), train_times(Path(args.times)),
+                  per_query_scores(experiments))
     print(f"wrote {args.out} and {args.png}")
     return 0
 

@@ -2,8 +2,8 @@
 every paper number the project quotes, each with its table and metric (the one place they are
 written; docs point here).
 
-Whether an ordering holds is computed (the best and the worst value of each group, ours against
-the paper's); why it does or does not is for a person to write, in docs/results_discussion.md,
+Whether an ordering holds is computed (each value against its group's first, with a paired
+interval, beside the paper's difference: stats.py); why it does or does not is for a person to write, in docs/results_discussion.md,
 which is copied below the tables.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.core.io import atomic, write_text
 from pipeline.tools.experiments.grid import GROUPS, METRICS
+from pipeline.tools.experiments.stats import DRAWS, FLOOR, LEVEL, at_floor, paired_difference
 
 KEYS = [(bench, metric) for _, bench, metric in METRICS]
 
@@ -104,7 +105,7 @@ class Paper:
 
 
 LINCIR = "LinCIR (arXiv 2312.01998)"
-PAPER: dict[str, list[Paper]] = {  # {group: its paper columns; the first one is the ordering's}
+PAPER: dict[str, list[Paper]] = {  # {group: its paper columns}
     "noise": [Paper(f"{LINCIR} Tab. 9", "CIRR dev R@1, ViT-L/14", TAB9_NOISE)],
     "masking": [Paper(f"{LINCIR} Tab. 8", "CIRR dev R@1, ViT-L/14", TAB8_MASKING)],
     "supervision": [Paper(f"{LINCIR} Tab. 7", "CIRR dev R@1, ViT-L/14", TAB7_SUPERVISION)],
@@ -125,16 +126,45 @@ def _cell(stats: dict, key) -> str:
     return f"{mean:.2f} (n=1)" if n == 1 else f"{mean:.2f} ± {std:.2f} (n={n})"  # one seed has no spread
 
 
-def ordering(ours: dict[str, float], paper: dict[str, float]) -> str:
-    """Best and worst value by our means and by the paper's, on the values both have."""
-    both = [v for v in ours if v in paper]
-    if len(both) < 2:
-        return "the paper reports fewer than two of these values: no ordering to compare"
-    best, worst = max(both, key=ours.get), min(both, key=ours.get)
-    p_best, p_worst = max(both, key=paper.get), min(both, key=paper.get)
-    verdicts = [f"best: ours `{best}`, paper `{p_best}` ({'holds' if best == p_best else 'differs'})",
-                f"worst: ours `{worst}`, paper `{p_worst}` ({'holds' if worst == p_worst else 'differs'})"]
-    return "; ".join(verdicts)
+def closest(papers: list[Paper], bench: str) -> Paper | None:
+    """The paper column to compare a world benchmark with: the same format (CIRCO, CIRR) where the
+    table has one, else its first column (the ablation tables report CIRR dev R@1 only)."""
+    kind = bench.removeprefix("world_").split("_")[0].upper()
+    same = [p for p in papers if p.metric.split()[0] == kind]
+    return (same or papers or [None])[0]
+
+
+def comparison_rows(group: str, per_query: dict, summary: dict, papers: list[Paper]) -> list[str]:
+    """Each value of `group` against its first (the paper's choice): our difference with its 95 % paired
+    interval and verdict, per metric, beside the paper's difference and whether the two agree."""
+    g = GROUPS[group]
+    values = [v for v in g.values if v in summary]
+    if not values or values[0] != g.values[0]:
+        return []
+    ref = values[0]
+    lines = [f"| `value` − `{ref}` | " + " | ".join(f"{b} {m}" for b, m in KEYS) + " |", "|---|" + "---|" * len(KEYS)]
+    for value in values[1:]:
+        cells = []
+        for key in KEYS:
+            floor = at_floor([s[key][0] for s in summary.values() if key in s])
+            diff = paired_difference(per_query.get(value, {}).get(key, {}), per_query.get(ref, {}).get(key, {}))
+            paper = closest(papers, key[0])
+            if diff is None:
+                cells.append("no per-query scores")
+                continue
+            cell = f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]"
+            if floor:
+                cells.append(f"{cell}: at the floor, not judged")
+                continue
+            cell += f" {diff.verdict}"
+            if paper and value in paper.values and ref in paper.values:
+                delta = paper.values[value] - paper.values[ref]
+                sign = ">" if delta > 0 else "<" if delta < 0 else "≈"
+                cell += (f"; paper {delta:+.2f}: " + ("no verdict" if diff.verdict == "≈" else
+                                                     "agrees" if diff.verdict == sign else "differs"))
+            cells.append(cell)
+        lines.append(f"| `{value}` | " + " | ".join(cells) + " |")
+    return lines
 
 
 def baseline_rows(keys: list[tuple[str, str]], before: int = 0, after: int = 1,
@@ -162,7 +192,8 @@ def tables(summary: dict) -> dict[str, list[str]]:
 
 
 def write_results(summary: dict, out: Path, png: Path, commits: dict[str, list[str]] | None = None,
-                  times: dict | None = None) -> None:
+                  times: dict | None = None, per_query: dict | None = None) -> None:
+    """per_query: {group: {value: {(bench, metric): {seed: per-query scores}}}}, for the intervals."""
     keys = KEYS
     summary = dict(sorted(summary.items(), key=lambda item: list(GROUPS).index(item[0])))  # the paper's order
     lines = ["# Results: the papers' ablations and methods on the built-in world", "",
@@ -172,7 +203,11 @@ def write_results(summary: dict, out: Path, png: Path, commits: dict[str, list[s
              "train params say); each paper column says which table and metric it is (all of them in",
              "pipeline/tools/experiments/results.py). Where a table has a train-stage column, it is the",
              "wall time of the train stage of each experiment on the machine that ran it (recorded by",
-             "`lincir ablate run`).", ""]
+             "`lincir ablate run`).", "",
+             "Differences are paired: seed i of a value against seed i of the group's first value, on the same",
+             f"queries; the interval resamples the queries ({DRAWS} draws, the same draw for every seed), so it",
+             "measures how much the query sample moves the difference; the seed-to-seed spread is the ± of the",
+             f"tables. A metric whose cells all stay below {FLOOR:g} % is shown and judged on nothing.", ""]
     for table, members in tables(summary).items():
         g, papers = GROUPS[table], PAPER.get(table, [])
         labelled = any(GROUPS[m].label for m in members)
@@ -199,12 +234,12 @@ def write_results(summary: dict, out: Path, png: Path, commits: dict[str, list[s
         if table == "method":
             lines += baseline_rows(keys, before=int(labelled), after=len(papers) + timed)
         for m in members:
-            first = papers[0] if papers else Paper("", "numbers", {})
-            lines += ["", f"Ordering{' (' + GROUPS[m].label + ')' if labelled else ''} against the paper's "
-                          f"{first.metric}:", ""]
-            for key in keys:
-                ours = {v: s[key][0] for v, s in summary[m].items() if key in s}
-                lines.append(f"- ours by {key[0]} {key[1]}: {ordering(ours, first.values)}.")
+            rows_ = comparison_rows(m, (per_query or {}).get(m, {}), summary[m], papers if m == table else [])
+            if rows_:
+                lines += ["", f"Differences{' (' + GROUPS[m].label + ')' if labelled else ''}: mean over seeds and "
+                              f"queries, [{LEVEL:.0%} paired bootstrap interval], verdict (> or < where the "
+                              "interval excludes 0, ≈ where it holds it); the paper's difference in its column's "
+                              "metric (CIRCO-format rows against a CIRCO table where there is one):", ""] + rows_
         lines.append("")
     lines += ["![ablations](" + png.as_posix() + ")", ""]
     if DISCUSSION.is_file():
