@@ -116,3 +116,21 @@ def test_lincir_cam_prints_iou_per_tau(backbone, tiny_world, tmp_path, capsys):
         assert "no object masks" in capsys.readouterr().err
     finally:
         (tmp_path / "moved").rename(world / "masks")
+
+
+def test_gradcam_reads_a_resnet_tower_at_its_last_stage_input_and_refuses_other_towers():
+    """CLIP's ModifiedResNet (the RN towers): the 4 x 4 map entering layer4 at 64 pixels, one map an image."""
+    from open_clip.model import CLIP
+
+    torch.manual_seed(0)
+    model = CLIP(32, {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 16},
+                 {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}).eval()
+    images, texts = torch.randn(3, 3, 64, 64), torch.randn(3, 32)
+    latents, leaf, cells, grid = cam.feature_map(model.visual, images)
+    assert grid == (4, 4) and cells(leaf).shape == (3, 16, 16 * 16)  # layer3: 4 x width planes, expansion 4
+    maps = cam.gradcam(model, images, texts)
+    assert maps.shape == (3, 64, 64) and maps.min() >= 0 and maps.max() == 1  # a map that points nowhere is 0
+    alone = torch.cat([cam.gradcam(model, images[i:i + 1], texts[i:i + 1]) for i in range(3)])
+    assert torch.allclose(maps, alone, atol=1e-5)  # eval-mode batch norm: each image its own
+    with pytest.raises(PipelineError, match="not Linear"):
+        cam.feature_map(torch.nn.Linear(2, 2), images)
