@@ -42,7 +42,7 @@ def main(params: dict, args) -> None:
         model = backbones.create(cfg.model, None)
         _, images, tokens = world_pairs(args.world, model, "train")
         train_clip(model.model, images, tokens, steps=t.steps, batch_size=t.batch_size, lr=t.lr,
-                   weight_decay=t.weight_decay, seed=t.seed)
+                   weight_decay=t.weight_decay, seed=t.seed, tokenizer=model.tokenizer)
         weights = args.out / "world.pt"
         save_checkpoint(model.model, weights)
     else:

@@ -27,11 +27,11 @@ os.environ.setdefault("LINCIR_EXACT", "0")
 
 @pytest.fixture(scope="session")
 def world_backbone():
-    """lincir-world with seed-0 random weights, frozen: what every model test runs on."""
+    """lincir-world-vit with seed-0 random weights, frozen: what every model test runs on."""
     from pipeline.model import backbone
 
     torch.manual_seed(0)
-    return backbone.freeze(backbone.create("lincir-world", None))
+    return backbone.freeze(backbone.create("lincir-world-vit", None))
 
 
 @pytest.fixture(scope="session")
@@ -46,12 +46,12 @@ def tower(world_backbone):
 
 @pytest.fixture(scope="session")
 def write_backbone():
-    """write_backbone(folder, model="lincir-world") -> the backbone.json of random weights saved there,
+    """write_backbone(folder, model="lincir-world-vit") -> the backbone.json of random weights saved there,
     as the backbone stage records a backbone."""
     from pipeline.core import io
     from pipeline.model import backbone
 
-    def write(folder: Path, model: str = "lincir-world", weights=None) -> Path:
+    def write(folder: Path, model: str = "lincir-world-vit", weights=None) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "weights.pt"
         io.save_checkpoint(weights if weights is not None else backbone.create(model, None).model, path)
@@ -66,7 +66,7 @@ def write_backbone():
 def random_run(write_backbone):
     """random_run(workdir, benchmarks, queries=("trained_phi",)): what the embed/evaluate stages and
     `lincir submit` read, in `workdir`: params.yaml (the repository's `embed`, `evaluate` and `method`
-    with these `benchmarks`), a random-weight lincir-world backbone recorded as the backbone stage
+    with these `benchmarks`), a random-weight lincir-world-vit backbone recorded as the backbone stage
     records it, and a random phi (as phi.pt and phi_init.pt)."""
     from pipeline.core.params import load_params
     from pipeline.model.backbone import create, embed_dim
@@ -75,7 +75,7 @@ def random_run(write_backbone):
 
     def write(workdir: Path, benchmarks: dict, queries=("trained_phi",), embed_batch_size: int = 64) -> None:
         torch.manual_seed(0)
-        backbone = create("lincir-world", None)
+        backbone = create("lincir-world-vit", None)
         write_backbone(workdir / "data" / "backbone", weights=backbone.model)
         config = {"variant": "paper", "embed_dim": embed_dim(backbone),
                   "token_width": text_tower(backbone.model, backbone.tokenizer).width, "dropout": 0.5}

@@ -1,5 +1,5 @@
 """A small world to search in, built in seconds: world images (pipeline.data.world.render) of every
-shape x colour, a lincir-world backbone whose image tower is aligned to its text tower in
+shape x colour, a lincir-world-vit backbone whose image tower is aligned to its text tower in
 closed form, and a phi constructed (not learned) to map an image latent to its shape's word.
 
 Why constructed: training the world backbone and phi takes minutes on a CPU. Here the
@@ -57,7 +57,7 @@ def build(workdir: Path) -> dict:
     photos = workdir / "photos"
     things = write_images(photos)
     torch.manual_seed(0)
-    backbone = backbones.freeze(backbones.create("lincir-world", None))
+    backbone = backbones.freeze(backbones.create("lincir-world-vit", None))
     model, tok = backbone.model, backbone.tokenizer
     images = torch.stack([backbone.preprocess(_open(photos / p)) for p, _ in things]).double()
     model.double()
@@ -68,7 +68,7 @@ def build(workdir: Path) -> dict:
     model.float()
     weights = workdir / "backbone" / "aligned.pt"
     io.save_checkpoint(model, weights)
-    identity = {"model": "lincir-world", "pretrained": str(weights), "sha256": io.file_sha256(weights)}
+    identity = {"model": "lincir-world-vit", "pretrained": str(weights), "sha256": io.file_sha256(weights)}
     (workdir / "backbone" / "backbone.json").write_text(json.dumps(identity))
 
     latents = model.encode_image(images.float()).double()

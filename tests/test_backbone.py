@@ -13,7 +13,7 @@ from pipeline.core import io
 from pipeline.core.errors import PipelineError
 from pipeline.model import backbone as backbones
 
-MODEL = "lincir-world"  # registered from pipeline/model/model_configs/, small enough for a test
+MODEL = "lincir-world-vit"  # registered from pipeline/model/model_configs/, small enough for a test
 HUB_REPO = "timm/vit_base_patch32_clip_224.openai"  # where open_clip fetches ViT-B-32/openai
 
 

@@ -104,7 +104,7 @@ def test_lincir_cam_prints_iou_per_tau(backbone, tiny_world, tmp_path, capsys):
     world, _ = tiny_world
     save_checkpoint(backbone.model, tmp_path / "world.pt")
     identity = tmp_path / "backbone.json"
-    identity.write_text(json.dumps({"model": "lincir-world", "pretrained": str(tmp_path / "world.pt"), "sha256": ""}))
+    identity.write_text(json.dumps({"model": "lincir-world-vit", "pretrained": str(tmp_path / "world.pt"), "sha256": ""}))
     assert cli.main(["cam", "--backbone", str(identity), "--world", str(world), "--images", "4",
                      "--taus", "0.3"]) == 0
     (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -23,7 +23,7 @@ def _rank(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank))
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    b = backbones.freeze(backbones.create("lincir-world", None))
+    b = backbones.freeze(backbones.create("lincir-world-vit", None))
     tower = text_tower(b.model, b.tokenizer)
     ids = b.tokenizer(CAPTIONS).numpy().astype(np.uint16)
     masked = b.tokenizer(MASKED).numpy().astype(np.uint16)

@@ -161,7 +161,7 @@ def test_index_refuses_an_out_it_cannot_write_and_a_bad_backbone_record(photo_in
     assert lincir(["index", photo_index["photos"], "--out", tmp_path / "file" / "sub", *args]) == 1
     one_error(capsys, "cannot write the index to", "Not a directory")
     for record, expected in [("{not json", "is not a backbone record (JSON)"),
-                             (json.dumps({"model": "lincir-world", "sha256": "0" * 64}), 'needs "model", "pretrained"')]:
+                             (json.dumps({"model": "lincir-world-vit", "sha256": "0" * 64}), 'needs "model", "pretrained"')]:
         (tmp_path / "backbone.json").write_text(record)
         assert lincir(["index", photo_index["photos"], "--out", tmp_path / "y", "--backbone",
                        tmp_path / "backbone.json", "--phi", photo_index["phi"]]) == 1

@@ -36,17 +36,17 @@ def both_paths(record: dict, metric: str) -> float:
 @pytest.fixture(scope="module")
 def world_tower():
     torch.manual_seed(0)
-    return build_tower("lincir-world", "cpu")
+    return build_tower("lincir-world-vit", "cpu")
 
 
 def test_perf_train_reports_both_paths(capsys):
-    record = bench(capsys, "train", "--model", "lincir-world", "--batch-size", "8", "--steps", "2")
+    record = bench(capsys, "train", "--model", "lincir-world-vit", "--batch-size", "8", "--steps", "2")
     both_paths(record, "captions_per_s")
     assert record["rows"][0]["mean_tokens"] == 32  # the reference runs the whole context
 
 
 def test_perf_methods_times_every_method_with_its_real_code(capsys):
-    record = bench(capsys, "methods", "--model", "lincir-world", "--samples", "24", "--batch-size", "8",
+    record = bench(capsys, "methods", "--model", "lincir-world-vit", "--samples", "24", "--batch-size", "8",
                    "--steps", "2", "--oti-steps", "2")
     rows = {row["path"]: row for row in record["rows"]}
     assert list(rows) == ["lincir", "pic2word", "searle", "masked_inversion"]
@@ -70,7 +70,7 @@ def test_perf_tokens_reports_both_paths_and_the_same_tokens(capsys):
 
 
 def test_perf_embed_reports_both_paths_and_the_same_latents(capsys):
-    record = bench(capsys, "embed", "--model", "lincir-world", "--images", "4", "--batch-size", "2", "--workers", "0")
+    record = bench(capsys, "embed", "--model", "lincir-world-vit", "--images", "4", "--batch-size", "2", "--workers", "0")
     both_paths(record, "images_per_s")
     assert record["min_cosine"] > 0.9999
 

@@ -45,7 +45,7 @@ def test_dry_run_runs_every_section_without_the_packages_the_gpu_machine_lacks(d
     train = [s["result"] for name, s in sections.items() if name.startswith("vit_")]
     assert all(r["captions_per_s"] > 0 and r["official_schedule_min"] > 0 for r in train)
     assert {r["path"] for r in train} == {"bf16", "reference", "compiled"}
-    assert sections["vit_l14_reference"]["result"]["mean_tokens"] == 32  # lincir-world's whole context
+    assert sections["vit_l14_reference"]["result"]["mean_tokens"] == 32  # lincir-world-vit's whole context
     assert sections["vit_l14_compiled"]["result"]["compile"] == "eager"
     assert sections["embed_vit_l14"]["result"]["images_per_s"] > 0
     assert [t["met"] is not None for t in report["targets"]] == [True] * len(gpu.TARGETS)

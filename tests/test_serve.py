@@ -37,7 +37,7 @@ def test_page_and_info(client):
     assert page.status_code == 200 and b"Composed image search" in page.data and b"<script>" in page.data
     assert b"http" not in page.data.replace(b"http-equiv", b"")  # nothing from a CDN: it works offline
     info = client.get("/api/info").get_json()
-    assert info["images"] == 60 and info["index"] == "flat" and info["backbone"] == "lincir-world"
+    assert info["images"] == 60 and info["index"] == "flat" and info["backbone"] == "lincir-world-vit"
 
 
 def test_search_by_index_entry_and_by_upload(client, photo_index):

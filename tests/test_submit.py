@@ -1,5 +1,5 @@
 """`lincir submit` on tiny CIRR- and CIRCO-format test splits (no ground truths), with a
-random-weight lincir-world backbone and a random phi: official files that read back."""
+random-weight lincir-world-vit backbone and a random phi: official files that read back."""
 import json
 from pathlib import Path
 

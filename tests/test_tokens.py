@@ -143,7 +143,7 @@ def test_stale_keywords_table_is_an_error(tables, tokenizer, tmp_path):
 def test_default_backbone_tokenizer_has_context_32(tables, tmp_path):
     from pipeline.model.backbone import get_tokenizer
 
-    meta = tokens.tokenize_captions(*tables, tmp_path, get_tokenizer("lincir-world"), PARAMS, "lincir-world")
+    meta = tokens.tokenize_captions(*tables, tmp_path, get_tokenizer("lincir-world-vit"), PARAMS, "lincir-world-vit")
     assert meta["context_length"] == 32 and meta["placeholder_id"] == 259
     assert tokens.load(tmp_path).ids.shape == (len(CAPTIONS), 32)
 

@@ -237,7 +237,7 @@ def test_validation_keeps_the_best_phi_and_logs_its_curve(tower, tmp_path):
                      log=lambda s, v: points.append((s, v)))
     assert (validation.best_step, validation.best_score) == (4, 5.0)
     assert [(s, v["val_R@1"]) for s, v in points if "val_R@1" in v] == [(1, 1.0), (3, 5.0), (5, 3.0)]
-    four = train_phi(t, d, ids, masked, TrainConfig(**{**cfg.__dict__, "steps": 4, "validate_every": 0}),
+    four = train_phi(t, d, ids, masked, TrainConfig(**{**cfg.__dict__, "steps": 4, "validate_every": 0, "patience": 0}),
                      device="cpu", checkpoint=tmp_path / "four.pt")
     assert torch.equal(params_of(best), params_of(four))
 

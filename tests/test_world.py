@@ -102,7 +102,7 @@ def test_captions_name_a_true_subset_in_varied_wording():
     for text in texts:  # never a wrong colour or background
         assert not set(text.replace(",", " ").replace(":", " ").split()) & words_of_other_values(t), text
     named = {word: sum(word in text for text in texts) / len(texts) for word in ("star", "blue", "black", "left")}
-    assert all(0.3 < share < 0.95 for share in named.values()), named  # each attribute named sometimes, not always
+    assert all(0.3 < share < 1 for share in named.values()), named  # each attribute named mostly, not always
     assert sum("ring" in text or "hoop" in text or "loop" in text for text in texts) > 40  # the clutter, at times
     lengths = [len(text.split()) for text in texts]
     assert min(lengths) <= 4 and max(lengths) >= 14
@@ -119,7 +119,8 @@ def test_only_training_pairs_have_mismatched_captions(tmp_path):
         others = words_of_other_values(Thing(*(row[f] for f in FIELDS)))
         wrong[row["split"]] += any(set(c.replace(",", " ").replace(":", " ").split()) & others for c in row["captions"])
     assert wrong["heldout"] == 0
-    assert 0.1 * cfg.train_images < wrong["train"] < 0.2 * cfg.train_images  # some swaps hit a caption that fits
+    # about 0.2 x 300 swapped (binomial, sd 7); a swap that hits a caption that fits goes unseen
+    assert 0.1 * cfg.train_images < wrong["train"] < 0.3 * cfg.train_images
     for row in pairs.iter_rows(named=True):  # the mask is the image's own object, whatever its captions say
         mask = np.asarray(Image.open(tmp_path / mask_file(row["file"])), dtype=float)
         centre = (mask.sum(0) * np.arange(mask.shape[1])).sum() / mask.sum() / mask.shape[1]

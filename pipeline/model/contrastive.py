@@ -10,22 +10,24 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
+import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 from PIL import Image
 from tqdm import tqdm
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import at_least
+from pipeline.model.text_encoder import encode, text_tower
 
 
 @dataclass
 class WorldTraining:
     """params.yaml `backbone.world_training`: the CLIP training of the world backbone."""
 
-    steps: int = 300
+    steps: int = 400
     batch_size: int = 128
     lr: float = 1e-3
-    weight_decay: float = 0.1
+    weight_decay: float = 0.2
     seed: int = 0
 
     def check(self) -> None:
@@ -37,13 +39,23 @@ class WorldTraining:
             raise PipelineError(f"params.yaml: backbone.world_training.lr must be positive, not {self.lr!r}")
 
 
+def decayed(name: str, param: torch.Tensor) -> bool:
+    """CLIP's and open_clip's training rule: weight decay on weight matrices only, never on gains,
+    biases, norms or the temperature. Decaying the temperature pulls it towards 1 and the matched
+    pairs' margins with it."""
+    return not (param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name)
+
+
 def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, *, steps: int, batch_size: int,
-               lr: float, weight_decay: float, seed: int) -> list[float]:
+               lr: float, weight_decay: float, seed: int, tokenizer) -> list[float]:
     """images [N, 3, H, W] preprocessed; tokens [N, K, C]: K captions of each image, one drawn per step."""
     torch.manual_seed(seed)
     gen = np.random.default_rng(seed)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    named = list(model.named_parameters())
+    opt = torch.optim.AdamW([{"params": [p for n, p in named if decayed(n, p)], "weight_decay": weight_decay},
+                             {"params": [p for n, p in named if not decayed(n, p)], "weight_decay": 0.0}], lr=lr)
+    tower = text_tower(model, tokenizer)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay: CLIP's schedule
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
@@ -53,8 +65,10 @@ def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tenso
     for _ in bar:
         idx = torch.from_numpy(gen.choice(len(images), size=batch_size, replace=False))
         pick = torch.from_numpy(gen.integers(tokens.shape[1], size=batch_size))
-        image_features, text_features, logit_scale = model(images[idx], tokens[idx, pick])[:3]
-        loss = loss_fn(image_features, text_features, logit_scale)
+        image_features = F.normalize(model.encode_image(images[idx]), dim=-1)
+        # the batch cut after its longest caption: exact (causal mask), most of the text tower's FLOPs saved
+        text_features = F.normalize(encode(tower, tokens[idx, pick]), dim=-1)
+        loss = loss_fn(image_features, text_features, model.logit_scale.exp())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -33,7 +33,7 @@ from pipeline.training.resume import resumable, save_training_state
 
 @dataclass
 class TrainConfig:
-    steps: int = 600
+    steps: int = 1000
     batch_size: int = 512  # global: split across processes under torchrun
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -47,10 +47,10 @@ class TrainConfig:
     compile: bool = False  # torch.compile the text tower + phi step
     checkpoint_every: int = 200
     log_every: int = 10  # steps between logged points (reading the loss waits for the GPU)
-    validate_every: int = 100  # score phi on the dev benchmark every N steps and keep the best; 0: off
+    validate_every: int = 50  # score phi on the dev benchmark every N steps and keep the best; 0: off
     validate_on: str = "world_dev"  # the dev benchmark's name in params.yaml `benchmarks` (stages/train.py)
     validate_metric: str = "R@50"  # the paper selects by CIRR dev R@1; on the world R@1 is a query or two
-    patience: int = 0  # validations without a better score before training stops (early stopping); 0: never
+    patience: int = 4  # validations without a better score before training stops (early stopping); 0: never
     recipe: str = "authors"  # RECIPES: each method's own phi and optimiser, or LinCIR's for every method
 
     def check(self) -> None:

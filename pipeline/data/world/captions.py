@@ -29,8 +29,10 @@ SYNONYMS = {
     "ring": ["ring", "hoop", "loop"],
 }
 PREFIXES = ["", "", "a photo of ", "an image of ", "a picture of ", "a rendering of "]
-# how often a caption names each attribute: people name the object, rarely all the rest
-MENTION = {"shape": 0.85, "colour": 0.7, "size": 0.45, "position": 0.4, "background": 0.5, "clutter": 0.3}
+# how often a caption names each attribute. A caption that leaves most out fits several images of
+# a contrastive batch, which CLIP's loss counts as negatives: the backbone then learns only what
+# captions name most (docs/world_backbone.md)
+MENTION = {"shape": 0.95, "colour": 0.9, "size": 0.8, "position": 0.8, "background": 0.8, "clutter": 0.3}
 GENERIC = ["shape", "object", "figure", "thing"]  # the noun when the shape is not named
 # words of alt-text and prompts that no picture of this world shows
 STYLE = ["stock photo", "clip art", "vector illustration", "digital art", "flat design", "minimalist art",

@@ -60,7 +60,7 @@ On the GPU machine (no registry there; `make wheels` here fills .whl/, carried w
 
 MEASURED_PEAK = 790.0  # TFLOP/s: an 8192^3 bf16 matmul on this workplace's H200 (device notes, KINDS.md)
 ARCHITECTURES = {"vit_l14": "ViT-L-14", "vit_h14": "ViT-H-14", "vit_bigg14": "ViT-bigG-14"}
-STAND_IN = "lincir-world"  # the dry run's model for every architecture
+STAND_IN = "lincir-world-vit"  # the dry run's model for every architecture
 MIN_SECTION_S = 15  # a section starts only with this much of the run's budget left
 GIB = 2 ** 30
 SOT, EOT = 49406, 49407  # open_clip's BPE
@@ -119,7 +119,7 @@ class Section:
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("gpu", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dry-run", action="store_true", help="on the CPU, lincir-world for every model, a few steps: "
+    p.add_argument("--dry-run", action="store_true", help="on the CPU, lincir-world-vit for every model, a few steps: "
                    "the same sections and report keys (what the test suite runs)")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "logs/perf_gpu"),
                    help="folder for gpu.json and gpu.md (default: $OUT when set, else logs/perf_gpu)")
@@ -566,7 +566,7 @@ def table(header: list[str], rows: list[list]) -> list[str]:
 def markdown(report: dict) -> str:
     m, peak = report["machine"], report["peak_TFLOP_per_s"]
     sections = report["sections"]
-    title = "# lincir perf gpu" + (" --dry-run (CPU, lincir-world for every model)" if report["dry_run"] else "")
+    title = "# lincir perf gpu" + (" --dry-run (CPU, lincir-world-vit for every model)" if report["dry_run"] else "")
     setting = (f"{m['gpu'] or m['cpu']}; torch {m['torch']}, CUDA {m['cuda']}, open_clip {m['open_clip']}, "
                f"Python {m['python']}. Fractions of a bf16 dense peak of {peak['used']:g} TFLOP/s (H200 measured "
                f"matmul {peak['measured_H200_matmul']:g}, datasheet {peak['datasheet_H200']:g}). "
