@@ -88,9 +88,16 @@ def test_report_averages_seeds_and_compares_orderings(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "PAPER", {"noise": [results.Paper("Tab. 9", "CIRR dev R@1", {"none": 19.76,
                                                                                             "gaussian": 24.0})]})
     monkeypatch.setattr(results, "DISCUSSION", tmp_path / "none.md")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/geometry.json").write_text(json.dumps({"noise": {
+        "none": {"modality_gap": 0.9, "gap_closed": 0.0, "norm_ratio": 0.0},
+        "gaussian": {"modality_gap": 0.81, "gap_closed": 0.1, "norm_ratio": 0.77}}}))
     results.write_results(summary, tmp_path / "RESULTS.md", tmp_path / "r.png")
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| `gaussian` | 21.00 ± 1.41 (n=2) | 71.00 ± 1.41 (n=2) | 6.00 ± 1.41 (n=2) | 24.0 |" in text
+    # Tab. 1 beside the world's gaps, in the grid's order
+    assert "| `gaussian` | 0.810 | 10.0 % | 0.77 | 0.77 |\n| `none` | 0.900 | 0.0 % | 0.00 | 0.81 |" in text
     assert "paper CIRR dev R@1 |" in text and "## noise (`noise`; paper: Tab. 9)" in text
     assert (tmp_path / "r.png").stat().st_size > 1000
 

@@ -90,6 +90,9 @@ TAB8_MASKING = {"non_keywords": 20.59, "random_token": 22.98, "nouns": 24.95,
 TAB9_NOISE = {"none": 19.76, "student_t": 23.08, "exponential": 23.51, "chi2": 23.54, "gaussian": 23.70,
               "uniform": 25.14,  # Unif(-1, 1), pipeline/model/noise.py's `uniform`
               "unif_gaussian": 25.47}
+# Tab. 1: modality gap on CC3M with each noise (CIRR dev R@1 in its parentheses is Tab. 9's), ViT-L/14
+TAB1_GAP = {"none": 0.81, "student_t": 0.76, "exponential": 0.76, "chi2": 0.78, "gaussian": 0.77, "uniform": 0.74,
+            "unif_gaussian": 0.71}
 # Masked image-text inversion (arXiv 2406.18836), ViT-L/14, from the summary of the paper (its
 # only public text here): CIRR test R@1, R@5 and FashionIQ's average R@10, R@50
 MASKED_INVERSION = {"cirr": {"R@1": 26.1, "R@5": 55.2}, "fashioniq": {"R@10": 23.3, "R@50": 39.5}}
@@ -181,6 +184,23 @@ def baseline_rows(keys: list[tuple[str, str]], before: int = 0, after: int = 1,
     return rows
 
 
+def gap_rows(geometry: Path = Path("metrics/geometry.json")) -> list[str]:
+    """Tab. 1 beside the world: the modality gap of held-out caption latents plus each noise (at
+    `lincir.noise_scale`) against the images, from the workspace's last `dvc repro` (the backbone's
+    property: no experiment changes it)."""
+    if not geometry.is_file():
+        return []
+    noise = json.loads(geometry.read_text()).get("noise", {})
+    lines = ["", f"Modality gap with each noise (metrics/geometry.json; paper: {LINCIR} Tab. 1, CC3M, ViT-L/14):", "",
+             "| noise | world gap | share of the gap closed | E‖n‖ / E‖z_c‖ | paper gap |", "|---|---|---|---|---|"]
+    for value in GROUPS["noise"].values:
+        if value in noise:
+            n = noise[value]
+            lines.append(f"| `{value}` | {n['modality_gap']:.3f} | {100 * n['gap_closed']:.1f} % | "
+                         f"{n['norm_ratio']:.2f} | {TAB1_GAP.get(value, '—')} |")
+    return lines
+
+
 def tables(summary: dict) -> dict[str, list[str]]:
     """{table: the groups whose rows it shows, its own first}: a group joins the table it names."""
     out: dict[str, list[str]] = {}
@@ -233,6 +253,8 @@ def write_results(summary: dict, out: Path, png: Path, commits: dict[str, list[s
                              + (f" {_cell((times or {}).get(m, {}), value)} |" if timed else ""))
         if table == "method":
             lines += baseline_rows(keys, before=int(labelled), after=len(papers) + timed)
+        if table == "noise":
+            lines += gap_rows()
         for m in members:
             rows_ = comparison_rows(m, (per_query or {}).get(m, {}), summary[m], papers if m == table else [])
             if rows_:
