@@ -12,7 +12,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[$(FAISS),dev]'
+	$(BIN)/pip install --quiet -e '.[$(FAISS),dev,ray]'
 	touch $@
 
 repro: setup
