@@ -21,6 +21,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.params import at_least
 from pipeline.core.registry import Registry
 from pipeline.data.images import ImageSource, open_image, to_rgb
+from pipeline.evaluation import ivfpq
 from pipeline.evaluation.benchmarks import Benchmark
 
 INDEX = Registry("faiss index type")
@@ -28,6 +29,8 @@ INDEX.register("flat")(lambda d, n: "Flat")  # exact; the default
 INDEX.register("hnsw")(lambda d, n: "HNSW32")  # approximate, for galleries of millions
 # IVF: ~4 sqrt(n) lists; never more lists than vectors to train them on (a folder of 10 photos)
 INDEX.register("ivf")(lambda d, n: f"IVF{max(1, min(n, 4096, int(4 * np.sqrt(n))))},Flat")
+# IVF-PQ re-ranked, under a memory budget (pipeline/evaluation/ivfpq.py): for collections past RAM
+INDEX.register("ivfpq")(lambda d, n, budget_gb=ivfpq.DEFAULT_BUDGET_GB: ivfpq.plan(n, d, budget_gb * 1e9).factory)
 
 
 @dataclass
@@ -141,8 +144,12 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def build_index(features: np.ndarray, ids: np.ndarray, kind: str) -> faiss.Index:
-    """Inner-product index over normalised features (= cosine similarity), ids = row numbers."""
+def build_index(features: np.ndarray, ids: np.ndarray, kind: str,
+                memory_gb: float = ivfpq.DEFAULT_BUDGET_GB) -> faiss.Index:
+    """Inner-product index over normalised features (= cosine similarity), ids = row numbers;
+    `memory_gb`: the ivfpq kind's budget."""
+    if kind == "ivfpq":  # trained on a sample, filled shard by shard: no normalised copy of all
+        return ivfpq.build(features, np.asarray(ids), memory_gb * 1e9, progress=len(ids) > ivfpq.SHARD)
     d = features.shape[1]
     index = faiss.IndexIDMap(faiss.index_factory(d, INDEX.get(kind)(d, len(ids)), faiss.METRIC_INNER_PRODUCT))
     x = normalise(features[ids]).astype(np.float32, copy=False)
