@@ -1,4 +1,4 @@
-"""executor: ray on a real two-node Ray cluster on 127.0.0.1 (tests/ray_cluster.py, one CPU a node):
+"""executor: ray on a real two-node Ray cluster on 127.0.0.1 (pipeline/tools/ray_cluster.py, one CPU a node):
 the keywords, tokens and embed stages run through the real `dvc repro` give byte-identical outputs
 to the local executor's, a worker killed mid-run is replaced and the output is still identical,
 and an address where no cluster answers is one error line within seconds."""
@@ -15,8 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from ray_cluster import LocalCluster, free_port
 from test_pipeline_e2e import merge, ran, sh
+
+from pipeline.tools.ray_cluster import LocalCluster, free_port
 
 pytest.importorskip("ray", reason="Ray is the `ray` extra: pip install -e '.[ray]' (make test installs it)")
 

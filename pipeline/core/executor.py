@@ -14,6 +14,7 @@ cluster and how its workers reach the files.
 """
 from __future__ import annotations
 
+import logging
 import pickle
 import socket
 from collections.abc import Callable, Iterable, Iterator
@@ -96,6 +97,7 @@ def connect(config: ExecutorConfig):
                  configure_logging=True, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise PipelineError(f"cannot join the Ray cluster at {config.address}: {str(e).splitlines()[0][:200]}") from None
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # not a line per dataset: the stage draws its bar
     return ray
 
 

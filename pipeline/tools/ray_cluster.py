@@ -1,4 +1,4 @@
-"""A real multi-node Ray cluster on this machine, for the tests: `ray start --head` and one
+"""A real multi-node Ray cluster on this machine, for the tests and `lincir perf ray`: `ray start --head` and one
 `ray start --address=...` per further node, each with its own CPU count, all on 127.0.0.1, all
 under one temporary folder (`--temp-dir`), so nothing here touches another Ray on the machine.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 
 BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90  # two nodes start in ~12 s on the 2-core development machine
 
 
