@@ -17,3 +17,14 @@ def test_perf_search_times_every_index_kind(capsys):
     assert all(0 < row["p50_ms"] <= row["p95_ms"] for row in rows.values())
     assert all(0 <= row["recall@5"] <= 1 for row in rows.values())
     assert set(record["ratio"]) == {"ivf_p50_speedup", "hnsw_p50_speedup", "ivfpq_p50_speedup"}
+
+
+def test_without_flat_recall_is_measured_against_an_exact_scan(capsys):
+    recall = {}
+    for kinds in (["flat", "ivf"], ["ivf"]):
+        argv = ["perf", "search", "--sizes", "3000", "--dim", "32", "--queries", "20", "-k", "5", "--threads", "1",
+                "--kinds", *kinds]
+        assert main(argv) == 0
+        rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+        recall[len(kinds)] = rows[-1]["recall@5"]
+    assert recall[1] is not None and recall[1] == recall[2] > 0.5  # the scan's top 5 are flat's

@@ -25,15 +25,15 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ["keywords", "tokens", "embed@world_circo"]
 OUTPUTS = ["data/keywords", "data/tokens", "data/embed/world_circo"]
 TINY = {
-    # 2000 captions: spaCy tags them for a few seconds, long enough to kill a worker mid-run
-    "world": {"train_images": 24, "heldout_images": 8, "gallery_images": 60, "corpus_captions": 2000,
+    # 1500 captions: spaCy tags them for a few seconds, long enough to kill a worker mid-run
+    "world": {"train_images": 24, "heldout_images": 8, "gallery_images": 40, "corpus_captions": 1500,
               "circo_queries": 6, "cirr_queries": 4, "dev_queries": 4},
     "backbone": {"world_training": {"steps": 2, "batch_size": 8}},
     "keywords": {"n_process": 1},
     "tokens": {"n_process": 1},
     "embed": {"batch_size": 8},
     "train": {"validate_every": 0},
-    "executor": {"block_rows": 100},  # 20 tasks: both nodes get some, and a retry redoes 100 captions
+    "executor": {"block_rows": 100},  # 15 tasks: both nodes get some, and a retry redoes 100 captions
 }
 
 

@@ -16,8 +16,8 @@ it (IVF: ~4 sqrt(n) lists searched with nprobe = lists / 8; HNSW32 with efSearch
 clustered, not uniform). Queries are drawn from the same clusters and searched one at a
 time (as `lincir search` and `lincir serve` do), after 5 warm-up queries; the time is the
 FAISS search alone (encoding a query is the backbone's cost, the same for every index).
-recall@k: the share of flat's top k that the approximate index also returns (flat is built
-first whenever another kind is asked for). ivfpq: sized by --memory-gb (pipeline/evaluation/ivfpq.py).
+recall@k: the share of the exact top k that the index also returns (flat's, when flat is among
+--kinds; else an exact scan in chunks of 100,000, which needs no second copy of the latents). ivfpq: sized by --memory-gb (pipeline/evaluation/ivfpq.py).
 bytes/vector: the index's serialised size over n (what it holds in RAM); build peak: the most
 resident memory the process gained while building it, sampled every 50 ms, over what it held before
 (the latents themselves not counted)."""
@@ -80,6 +80,24 @@ class PeakRSS:
         return (self.peak - self.start) / 1e9
 
 
+def exact_top_k(latents, queries, k: int, chunk: int = 100_000):
+    """Row numbers of the k best cosine matches of each query, scanned a chunk at a time."""
+    import numpy as np
+
+    from pipeline.evaluation.gallery import normalise
+
+    best_scores = np.full((len(queries), 0), -np.inf, np.float32)
+    best_ids = np.zeros((len(queries), 0), np.int64)
+    for start in range(0, len(latents), chunk):
+        scores = queries @ normalise(latents[start:start + chunk]).astype(np.float32).T
+        scores = np.concatenate([best_scores, scores], axis=1)
+        ids = np.concatenate([best_ids, np.broadcast_to(np.arange(start, start + scores.shape[1] - best_ids.shape[1]),
+                                                        (len(queries), scores.shape[1] - best_ids.shape[1]))], axis=1)
+        keep = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        best_scores, best_ids = np.take_along_axis(scores, keep, 1), np.take_along_axis(ids, keep, 1)
+    return list(best_ids)
+
+
 def run(args) -> int:
     import faiss
     import numpy as np
@@ -111,6 +129,8 @@ def run(args) -> int:
                 found.append(ids[0])
             if kind == "flat":
                 exact[n] = found
+            elif n not in exact:
+                exact[n] = exact_top_k(latents, queries[5:], args.k)
             recall = (float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(exact[n], found)]))
                       if n in exact else None)
             factory = INDEX.get(kind)(args.dim, n, args.memory_gb) if kind == "ivfpq" else INDEX.get(kind)(args.dim, n)
