@@ -93,7 +93,7 @@ def exact_top_k(latents, queries, k: int, chunk: int = 100_000):
         scores = np.concatenate([best_scores, scores], axis=1)
         ids = np.concatenate([best_ids, np.broadcast_to(np.arange(start, start + scores.shape[1] - best_ids.shape[1]),
                                                         (len(queries), scores.shape[1] - best_ids.shape[1]))], axis=1)
-        keep = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        keep = np.argpartition(-scores, k - 1, axis=1)[:, :k] if scores.shape[1] > k else np.argsort(-scores, axis=1)
         best_scores, best_ids = np.take_along_axis(scores, keep, 1), np.take_along_axis(ids, keep, 1)
     return list(best_ids)
 
