@@ -8,7 +8,8 @@ CODES whose bytes a vector, with the lists' centroids, fit in the budget. A code
 fast-scan PQ (candidates, scanned in SIMD registers) re-ranked by an 8- or 4-bit scalar code of
 the full vector (Refine): PQ alone ranked only ~0.5 of the exact top 10 on clustered latents at
 192 bytes a vector (100k x 768), the re-ranked codes above 0.9 (BENCHMARKS.md). No OPQ rotation:
-on those latents it moved recall@10 from 0.755 to 0.759 (PQ96 + SQ4, 100k x 768) and took 330 s
+on those latents it moved recall@10 from 0.755 to 0.759 (PQ96 + SQ4, 100k x 768, 8 k and 10 k
+candidates re-ranked) and took 330 s
 to train against 1.3 s (FAISS trains it with 8-bit PQs), not worth its cost there; real latents,
 less isotropic, might gain more (not measured).
 
