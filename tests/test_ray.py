@@ -141,6 +141,33 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_output_is_identical(cluster
         sh(root, "git", "checkout", "params.yaml")
 
 
+def test_a_stage_killed_mid_run_on_ray_leaves_no_output_and_runs_again_whole(cluster, project):
+    """The driver killed while its workers tag: no keywords.parquet (the table is written under a
+    temporary name, renamed only when whole), DVC sees the stage as not run, and `dvc repro` runs
+    it again to the same bytes."""
+    root, dvc, local = project
+    set_executor(root, kind="ray", address=cluster.address)
+    try:
+        proc = subprocess.Popen([sys.executable, "stages/keywords.py", "--captions", "data/ingest/captions.parquet",
+                                 "--out", "data/keywords"], cwd=root, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        progress = Progress(proc)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and progress.percent() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the stage ended before it could be killed:\n{progress.text[-2000:]}"
+        proc.kill()  # by the id Popen gave, as a crash or an out-of-memory kill would
+        proc.wait()
+        assert not (root / "data/keywords/keywords.parquet").exists()
+        assert "keywords" in sh(root, dvc, "status", "keywords")  # changed: DVC caches nothing of it
+    finally:
+        sh(root, "git", "checkout", "params.yaml")
+    # DVC would check the complete table out of its run cache; forced, the stage runs again (locally
+    # now: the same bytes either way)
+    assert "Running stage 'keywords'" in sh(root, dvc, "repro", "--force", "--single-item", "keywords")
+    assert digests(root) == local
+
+
 def test_an_address_where_no_cluster_answers_is_one_error_line_within_seconds(project):
     root, _, _ = project
     dead = f"127.0.0.1:{free_port()}"
