@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	@echo "setup: creating $(VENV) and installing the project with PyTorch (about 6 GB the first time: minutes)"
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --progress-bar on -e '.[$(FAISS),dev]'
+	$(BIN)/pip install --progress-bar on -e '.[$(FAISS),dev,ray]'
 	touch $@
 
 # `dvc plots show` offline: DVC's page loads Vega from a CDN; these are the same npm packages, inlined in

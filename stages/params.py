@@ -8,6 +8,7 @@ alone. It reads params.yaml whole (a file dep, not `params:`), and its output ne
 check never re-runs the others.
 """
 from pipeline.core import stage
+from pipeline.core.executor import ExecutorConfig
 from pipeline.core.io import write_text
 from pipeline.core.params import section, typed
 from pipeline.data.keywords import KeywordsConfig
@@ -30,6 +31,7 @@ SECTIONS = {  # section -> its check; ingest's sources are checked by the ingest
     "backbone": lambda v: typed(WorldTraining, typed(BackboneConfig, v, "backbone").world_training,
                                 "backbone.world_training"),
     "geometry": lambda v: typed(GeometryConfig, v, "geometry"),
+    "executor": lambda v: typed(ExecutorConfig, v, "executor"),
     "keywords": lambda v: typed(KeywordsConfig, v, "keywords"),
     "masking": check_masking,
     "pairs": lambda v: typed(PairsConfig, v, "pairs"),

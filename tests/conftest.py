@@ -65,8 +65,8 @@ def write_backbone():
 @pytest.fixture(scope="session")
 def random_run(write_backbone):
     """random_run(workdir, benchmarks, queries=("trained_phi",)): what the embed/evaluate stages and
-    `lincir submit` read, in `workdir`: params.yaml (the repository's `embed`, `evaluate` and `method`
-    with these `benchmarks`), a random-weight lincir-world-vit backbone recorded as the backbone stage
+    `lincir submit` read, in `workdir`: params.yaml (the repository's `embed`, `evaluate`, `executor` and
+    `method` with these `benchmarks`), a random-weight lincir-world-vit backbone recorded as the backbone stage
     records it, and a random phi (as phi.pt and phi_init.pt)."""
     from pipeline.core.params import load_params
     from pipeline.model.backbone import create, embed_dim
@@ -82,7 +82,7 @@ def random_run(write_backbone):
         for name in ("phi.pt", "phi_init.pt"):
             save_phi(build_phi(**config), config, workdir / "data" / "train" / name)
         params = load_params(ROOT / "params.yaml")
-        params = {"method": params["method"], "benchmarks": benchmarks,
+        params = {"method": params["method"], "benchmarks": benchmarks, "executor": params["executor"],
                   "embed": {**params["embed"], "batch_size": embed_batch_size},
                   "evaluate": {**params["evaluate"], "queries": list(queries)}}
         (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -134,7 +134,8 @@ def test_a_knob_of_a_method_not_selected_retrains_nothing():
 
 def test_knobs_that_change_no_output_rerun_nothing_but_the_check():
     for key, value in {"keywords.n_process": 1, "keywords.batch_size": 64, "tokens.n_process": 1,
-                       "embed.batch_size": 8, "embed.num_workers": 2, "train.checkpoint_every": 7}.items():
+                       "embed.batch_size": 8, "embed.num_workers": 2, "train.checkpoint_every": 7,
+                       "executor.kind": "ray", "executor.address": "10.0.0.1:6379", "executor.block_rows": 5}.items():
         assert reruns({key: value}) == {"params"}, key
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.core.errors import PipelineError
-from pipeline.evaluation import gallery
+from pipeline.evaluation import gallery, ivfpq
 
 
 def clustered(n=3000, d=32, seed=0):
@@ -35,6 +35,28 @@ def test_approximate_kinds_find_most_of_the_exact_neighbours(kind, recall):
     found = top_k(gallery.build_index(x, ids, kind), queries, 10)
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, found)])
     assert overlap >= recall
+
+
+def test_ivfpq_finds_most_of_the_exact_neighbours_in_its_budget(tmp_path):
+    x, queries = clustered(20_000, 64), clustered(100, 64, seed=2)
+    ids = np.arange(len(x))
+    exact = top_k(gallery.build_index(x, ids, "flat"), queries, 10)
+    index = gallery.build_index(x, ids, "ivfpq", memory_gb=0.002)
+    plan = ivfpq.plan(len(x), 64, 0.002e9)
+    assert plan.factory == "IVF128,PQ32x4fs,Refine(SQ8)" and plan.total_bytes <= 0.002e9
+    faiss.write_index(index, str(tmp_path / "ivfpq.faiss"))  # its search settings travel in the file
+    index = faiss.read_index(str(tmp_path / "ivfpq.faiss"))
+    assert len(faiss.serialize_index(index)) < 0.002e9
+    found = top_k(index, queries, 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, found)]) >= 0.9
+
+
+def test_ivfpq_takes_a_smaller_code_under_a_smaller_budget_and_names_one_too_small():
+    rich, poor = ivfpq.plan(10**8, 768, 100e9), ivfpq.plan(10**8, 768, 10e9)
+    assert rich.factory == "IVF8192_HNSW32,PQ384x4fs,Refine(SQ8)" and rich.total_bytes <= 100e9
+    assert poor.factory == "IVF8192_HNSW32,PQ96x4fs" and poor.total_bytes <= 10e9
+    with pytest.raises(PipelineError, match=r"100,000,000 vectors of 768 dimensions need at least 6\.43 GB"):
+        ivfpq.plan(10**8, 768, 1e9)
 
 
 def test_unknown_index_kind_names_the_valid_ones():

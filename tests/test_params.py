@@ -141,6 +141,7 @@ def test_every_default_in_the_code_is_params_yaml_s():
     dataclasses with their defaults, so a drift would make them test another setting)."""
     import dataclasses
 
+    from pipeline.core.executor import ExecutorConfig
     from pipeline.data.masking import MaskingConfig
     from pipeline.data.pairs import PairsConfig
     from pipeline.data.tokens import TokensConfig
@@ -156,7 +157,7 @@ def test_every_default_in_the_code_is_params_yaml_s():
                 "keywords": (KeywordsConfig, params["keywords"]), "pairs": (PairsConfig, params["pairs"]),
                 "tokens": (TokensConfig, params["tokens"]), "embed": (EmbedConfig, params["embed"]),
                 "evaluate": (EvaluateConfig, params["evaluate"]), "train": (TrainConfig, params["train"]),
-                "masking": (MaskingConfig, params["masking"]),
+                "masking": (MaskingConfig, params["masking"]), "executor": (ExecutorConfig, params["executor"]),
                 **{name: (METHODS.get(name).config, {**params[name], **{k: params[k] for k in METHODS.get(name).top_level}})
                    for name in METHODS.names()}}
     for where, (cls, values) in sections.items():

@@ -126,8 +126,9 @@ def test_missing_image_is_reported_before_any_model_work(tmp_path, stage_cli):
     bench = _placeholder_root("cirr", "CIRR", None, tmp_path / "CIRR", tmp_path / "store")
     gone = bench.images[bench.queries[0].reference].path
     gone.unlink()
+    defaults = yaml.safe_load((REPO / "params.yaml").read_text())
     params = {"benchmarks": {"cirr": {"kind": "cirr", "root": str(tmp_path / "CIRR"), "split": "val"}},
-              "embed": yaml.safe_load((REPO / "params.yaml").read_text())["embed"]}
+              "embed": defaults["embed"], "executor": defaults["executor"]}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     code, err = stage_cli(tmp_path, "embed@cirr")  # no data/backbone here: any model work would fail otherwise
     assert code == 1 and err.startswith(f"error: cirr val: 1 of {len(bench.gallery)} image files are missing or "

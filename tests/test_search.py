@@ -88,7 +88,7 @@ def test_update_re_embeds_only_new_and_changed_files(photo_index, tmp_path, monk
     assert search_index.load_faiss(out).ntotal == 60
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "hnsw", "ivfpq"])
 def test_approximate_index_kinds(photo_index, tmp_path, kind):
     search_index.update(photo_index["photos"], tmp_path / kind, backbone_file=photo_index["backbone"], phi=photo_index["phi"], kind=kind)
     s = open_index(tmp_path / kind)

@@ -150,7 +150,7 @@ def test_default_backbone_tokenizer_has_context_32(tables, tmp_path):
 
 def test_stage_unknown_strategy_exits_1_listing_names(tmp_path, stage_cli):
     (tmp_path / "params.yaml").write_text("backbone: {model: ViT-B-32}\nmasking: {strategy: all, n: 1, seed: 0}\n"
-                                          "tokens: {n_process: 1}\n")
+                                          "tokens: {n_process: 1}\nexecutor: {kind: local, address: auto, block_rows: 1}\n")
     code, err = stage_cli(tmp_path, "tokens")
     assert code == 1 and "Traceback" not in err
     assert "unknown masking strategy 'all'; valid names: all_keywords, n_keywords" in err

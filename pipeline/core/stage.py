@@ -91,6 +91,11 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 'es' if noun.endswith('s') else 's'}"
 
 
+def where(executor, n_process: int) -> str:
+    """What a progress bar says runs the work: this machine's processes or the Ray cluster."""
+    return f"ray at {executor.address}" if executor.kind == "ray" else plural(n_process, "process")
+
+
 def device() -> str:
     import torch  # here, not at the top: ingest and keywords never need torch's 600 MB
 

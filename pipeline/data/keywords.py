@@ -25,11 +25,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.core import executor as executors
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import atomic
-from pipeline.core.parallel import ordered_map, processes
+from pipeline.core.parallel import processes
 from pipeline.core.params import at_least
-from pipeline.core.parquet import stream
+from pipeline.core.parquet import read_range, row_ranges, stream
 from pipeline.core.spans import runs
 
 SCHEMA = pa.schema([
@@ -153,16 +154,24 @@ def _tag_task(task: tuple) -> list[dict]:
     return tag_batch(*task)
 
 
+def _tag_range(task: tuple) -> list[dict]:
+    """A cluster worker's task: it reads rows [start, stop) of the captions itself, then tags them."""
+    captions, start, stop, model, keep, batch_size = task
+    part = read_range(captions, start, stop, ["id", "text"])
+    return tag_batch(model, keep, part.column("id").to_pylist(), part.column("text").to_pylist(), batch_size)
+
+
 def tag_captions(captions: Path, out: Path, model: str, pos: Sequence[str], batch_size: int = 256,
-                 n_process: int | str = 1,
-                 chunk: int = CHUNK, progress: Callable[[int], object] | None = None) -> dict:
+                 n_process: int | str = 1, chunk: int = CHUNK, progress: Callable[[int], object] | None = None,
+                 executor: executors.ExecutorConfig | None = None) -> dict:
     """Tags every caption of the ingest table `captions` into the Parquet table `out`; returns stats.
 
     With n_process > 1 (or "auto"), batches go to worker processes that each run `nlp.pipe`
     and send back only the rows. (spaCy's own `nlp.pipe(n_process=...)` sends back whole
     Docs, tok2vec tensors included: deserialising them took the main process ~0.5 ms a
     caption, half as much CPU as tagging, which caps it near 2k captions/s however many
-    processes.) At most `chunk` rows plus a few batches are held at a time: memory stays
+    processes.) On a Ray `executor`, each task is a block of rows its worker reads from
+    `captions` (a path every node sees) and tags; the rows come back in order. At most `chunk` rows plus a few batches are held at a time: memory stays
     bounded whatever the corpus size.
     """
     keep = check_pos(pos)
@@ -171,6 +180,9 @@ def tag_captions(captions: Path, out: Path, model: str, pos: Sequence[str], batc
     stats = {"captions": 0, "no_keyword": 0, "spans": 0, "words": 0}
     tasks = ((model, keep, part.column("id").to_pylist(), part.column("text").to_pylist(), batch_size)
              for part in stream(captions, batch_size, ["id", "text"]))
+    blocks = [(str(Path(captions).resolve()), start, stop, model, keep, batch_size)
+              for start, stop in row_ranges(captions, (executor or executors.ExecutorConfig()).block_rows)]
+    batches = executors.run(executor, executors.Job(_tag_task, tasks), executors.Job(_tag_range, blocks), n_process)
 
     def write(rows: list[dict]) -> None:
         writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
@@ -181,7 +193,7 @@ def tag_captions(captions: Path, out: Path, model: str, pos: Sequence[str], batc
 
     with atomic(out) as tmp, pq.ParquetWriter(tmp, SCHEMA) as writer:
         rows: list[dict] = []
-        for batch in ordered_map(_tag_task, tasks, n_process):
+        for batch in batches:
             rows += batch
             if progress:
                 progress(len(batch))

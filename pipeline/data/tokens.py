@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from pipeline.core import executor as executors
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import atomic, write_json
-from pipeline.core.parallel import ordered_map, processes
-from pipeline.core.parquet import stream
+from pipeline.core.parallel import processes
+from pipeline.core.parquet import read_range, row_ranges, stream
 from pipeline.data import masking
 
 CHUNK = 10_000  # captions per tokenizer call and per write
@@ -159,6 +160,25 @@ def _start(tokenizer, strategy, params: dict, context_length: int, special: Spec
                  fallback_row=fallback_row)
 
 
+def _start_remote(model_name: str, strategy, params: dict, context_length: int, special: Specials, fallback_row) -> None:
+    """_start on a cluster worker: the tokenizer is built there from its name (a few MB not shipped)."""
+    from pipeline.model.backbone import get_tokenizer
+
+    _start(get_tokenizer(model_name), strategy, params, context_length, special, fallback_row)
+
+
+def tokenize_range(task: tuple) -> Chunk:
+    """A cluster worker's task: it reads rows [start, stop) of both tables itself, then tokenizes them."""
+    captions, keywords, start, stop = task
+    texts, rows = read_range(captions, start, stop, ["id", "text"]), read_range(keywords, start, stop).to_pylist()
+    batch = list(zip(texts.column("id").to_pylist(), texts.column("text").to_pylist(), rows))
+    for caption_id, _, row in batch:
+        if row["id"] != caption_id:
+            raise PipelineError(f"{keywords} does not match {captions} (id {row['id']} beside {caption_id}): "
+                                f"re-run the keywords stage")
+    return tokenize_chunk(batch)
+
+
 def tokenize_chunk(batch: list[tuple[int, str, dict]]) -> Chunk:
     """Masks and tokenizes a chunk of (id, text, keyword row); runs in a worker process when n_process > 1."""
     w = _WORK
@@ -181,12 +201,15 @@ def tokenize_chunk(batch: list[tuple[int, str, dict]]) -> Chunk:
 
 def tokenize_captions(captions: Path, keywords: Path, out_dir: Path, tokenizer, params: dict, model_name: str,
                       context_length: int | None = None, chunk: int = CHUNK, n_process: int | str = 1,
-                      progress: Callable[[int], object] | None = None) -> dict:
+                      progress: Callable[[int], object] | None = None,
+                      executor: executors.ExecutorConfig | None = None) -> dict:
     """Writes ids/masked/lengths .npy and meta.json to `out_dir`; returns meta.
 
     `params` is the `masking` section of params.yaml (strategy, n, seed). With n_process > 1
     (or "auto"), chunks are tokenized in worker processes (open_clip's tokenizer is Python:
-    one core does ~8k captions/s) and written in order: the same arrays for any count.
+    one core does ~8k captions/s) and written in order: the same arrays for any count. On a Ray
+    `executor`, each task is a block of rows its worker reads from both tables (paths every node
+    sees), with the tokenizer of `model_name` built once per worker.
     """
     strategy = masking.check_params(params)
     n_process = processes(n_process, "tokens.n_process")
@@ -211,12 +234,16 @@ def tokenize_captions(captions: Path, keywords: Path, out_dir: Path, tokenizer, 
     source = read_rows(captions, keywords, chunk)
     batches = iter(lambda: [row for _, row in zip(range(chunk), source)], [])
     start = (tokenizer, strategy, params, c, special, fallback_row)
+    blocks = [(str(Path(captions).resolve()), str(Path(keywords).resolve()), a, b)
+              for a, b in row_ranges(captions, (executor or executors.ExecutorConfig()).block_rows)]
+    parts = executors.run(executor, executors.Job(tokenize_chunk, batches, _start, start),
+                          executors.Job(tokenize_range, blocks, _start_remote, (model_name, *start[1:])), n_process)
     with ExitStack() as outputs:  # the three arrays appear together, when all are complete
         tmp = {name: outputs.enter_context(atomic(path)) for name, path in files.items()}
         arrays = {"ids": NpyWriter(tmp["ids"], np.uint16, (n, c)), "masked": NpyWriter(tmp["masked"], np.uint16, (n, c)),
                   "lengths": NpyWriter(tmp["lengths"], length_dtype, (n, 2))}
         try:
-            for part in ordered_map(tokenize_chunk, batches, n_process, _start, start):
+            for part in parts:
                 for kind, count in part.fallbacks.items():
                     fallbacks[kind] += count
                 for kind, count in part.truncated.items():

@@ -6,7 +6,7 @@ stage is re-used by every `dvc exp run` that changes training.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import faiss
@@ -15,11 +15,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from pipeline.core import executor as executors
 from pipeline.core import io
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import at_least
 from pipeline.core.registry import Registry
 from pipeline.data.images import ImageSource, open_image, to_rgb
+from pipeline.evaluation import ivfpq
 from pipeline.evaluation.benchmarks import Benchmark
 
 INDEX = Registry("faiss index type")
@@ -27,6 +29,8 @@ INDEX.register("flat")(lambda d, n: "Flat")  # exact; the default
 INDEX.register("hnsw")(lambda d, n: "HNSW32")  # approximate, for galleries of millions
 # IVF: ~4 sqrt(n) lists; never more lists than vectors to train them on (a folder of 10 photos)
 INDEX.register("ivf")(lambda d, n: f"IVF{max(1, min(n, 4096, int(4 * np.sqrt(n))))},Flat")
+# IVF-PQ re-ranked, under a memory budget (pipeline/evaluation/ivfpq.py): for collections past RAM
+INDEX.register("ivfpq")(lambda d, n, budget_gb=ivfpq.DEFAULT_BUDGET_GB: ivfpq.plan(n, d, budget_gb * 1e9).factory)
 
 
 @dataclass
@@ -66,44 +70,86 @@ def _readable(batch: list) -> tuple[list[int], torch.Tensor | None, dict[int, st
     return [i for i, _ in kept], torch.stack([x for _, x in kept]) if kept else None, problems
 
 
+_TOWER: dict = {}  # a cluster worker's image tower, loaded once by _load_tower
+
+
+def _load_tower(identity: dict) -> None:
+    """The backbone of `identity` (backbone.json's record, the weights' path absolute) on this worker's device."""
+    from pipeline.model.backbone import from_identity
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    backbone = from_identity(identity, device)
+    _TOWER.update(model=backbone.model, preprocess=backbone.preprocess, device=device)
+
+
 @torch.no_grad()
+def _encode(model: torch.nn.Module, images: torch.Tensor | None, device: str) -> np.ndarray | None:
+    if images is None:
+        return None
+    with torch.autocast(device, dtype=torch.float16 if device == "cuda" else torch.float32, enabled=device == "cuda"):
+        return model.encode_image(images.to(device)).float().cpu().numpy()
+
+
+def _embed_block(task: tuple) -> tuple[list[int], np.ndarray | None, dict[int, str]]:
+    """A cluster worker's task: one batch of images (positions, sources), read and embedded there."""
+    positions, sources, skip_unreadable = task
+    images = _Images(sources, _TOWER["preprocess"], skip_unreadable)
+    kept, batch, problems = _readable([(positions[i], images[i][1]) for i in range(len(sources))])
+    return kept, _encode(_TOWER["model"], batch, _TOWER["device"]), problems
+
+
 def embed_readable(model: torch.nn.Module, preprocess, sources: list[ImageSource], *, batch_size: int,
                    num_workers: int, device: str, skip_unreadable: bool = False, progress: bool = True,
+                   executor: executors.ExecutorConfig | None = None, identity: dict | None = None,
                    ) -> tuple[np.ndarray, list[int], dict[int, str]]:
     """Unnormalised image latents [N, d] float32 (phi takes them unnormalised, as in training),
     the positions in `sources` they belong to, and the error of each position left out: none
     unless `skip_unreadable`, which drops files that do not decode (a user's photo folder)
-    where a benchmark raises."""
+    where a benchmark raises.
+
+    On a Ray `executor`, each batch of `batch_size` images (the same batches as here, so the same
+    arithmetic) is read and embedded by a worker holding the backbone of `identity` (its record,
+    the weights' path one every node sees), on a GPU where the cluster has them.
+    """
     loader = DataLoader(_Images(sources, preprocess, skip_unreadable), batch_size=batch_size,
                         num_workers=num_workers, pin_memory=device == "cuda", collate_fn=_readable)
-    dtype = torch.float16 if device == "cuda" else torch.float32
+    # read only on a cluster, with the paths every node sees
+    blocks = ((list(range(a, min(a + batch_size, len(sources)))),
+               [replace(s, path=Path(s.path).resolve()) for s in sources[a:a + batch_size]], skip_unreadable)
+              for a in range(0, len(sources), batch_size))
+    local = executors.Job(lambda batch: (batch[0], _encode(model, batch[1], device), batch[2]), loader)
+    remote = executors.Job(_embed_block, blocks, _load_tower, (identity,), gpus=True)
     out, rows, problems = [], [], {}
     try:
-        for kept, images, failed in tqdm(loader, desc="embedding images", unit="batch", disable=not progress):
+        for kept, latents, failed in tqdm(executors.run(executor, local, remote), total=len(loader),
+                                          desc="embedding images", unit="batch", disable=not progress):
             problems.update(failed)
-            if images is None:
-                continue
-            with torch.autocast(device, dtype=dtype, enabled=device == "cuda"):
-                out.append(model.encode_image(images.to(device)).float().cpu())
-            rows += kept
+            if latents is not None:
+                out.append(latents)
+                rows += kept
     except PipelineError as e:  # from a worker, its message carries the worker's traceback: keep the last line
         raise PipelineError(str(e).strip().splitlines()[-1].split("PipelineError: ", 1)[-1]) from None
-    return (torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)), rows, problems
+    return (np.concatenate(out) if out else np.zeros((0, 0), np.float32)), rows, problems
 
 
 def embed_images(model: torch.nn.Module, preprocess, sources: list[ImageSource], *, batch_size: int,
-                 num_workers: int, device: str) -> np.ndarray:
+                 num_workers: int, device: str, executor: executors.ExecutorConfig | None = None,
+                 identity: dict | None = None) -> np.ndarray:
     """Unnormalised image latents [N, d] float32, one per source; an unreadable image raises."""
     return embed_readable(model, preprocess, sources, batch_size=batch_size, num_workers=num_workers,
-                          device=device)[0]
+                          device=device, executor=executor, identity=identity)[0]
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def build_index(features: np.ndarray, ids: np.ndarray, kind: str) -> faiss.Index:
-    """Inner-product index over normalised features (= cosine similarity), ids = row numbers."""
+def build_index(features: np.ndarray, ids: np.ndarray, kind: str,
+                memory_gb: float = ivfpq.DEFAULT_BUDGET_GB) -> faiss.Index:
+    """Inner-product index over normalised features (= cosine similarity), ids = row numbers;
+    `memory_gb`: the ivfpq kind's budget."""
+    if kind == "ivfpq":  # trained on a sample, filled shard by shard: no normalised copy of all
+        return ivfpq.build(features, np.asarray(ids), memory_gb * 1e9, progress=len(ids) > ivfpq.SHARD)
     d = features.shape[1]
     index = faiss.IndexIDMap(faiss.index_factory(d, INDEX.get(kind)(d, len(ids)), faiss.METRIC_INNER_PRODUCT))
     x = normalise(features[ids]).astype(np.float32, copy=False)
@@ -126,13 +172,14 @@ def build_index(features: np.ndarray, ids: np.ndarray, kind: str) -> faiss.Index
 
 
 def embed_benchmark(bench: Benchmark, model: torch.nn.Module, preprocess, *, batch_size: int, num_workers: int,
-                    index: str, device: str) -> tuple[list[str], np.ndarray, dict[str, faiss.Index]]:
+                    index: str, device: str, executor: executors.ExecutorConfig | None = None,
+                    identity: dict | None = None) -> tuple[list[str], np.ndarray, dict[str, faiss.Index]]:
     """Every image of `bench` embedded (rows in the order of `names`), and one index per gallery
     its queries are ranked against: a group's own where it has groups (FashionIQ's categories),
     else "" for its one gallery; none where queries rank only their candidates (GeneCIS)."""
     names = list(bench.images)
     latents = embed_images(model, preprocess, [bench.images[n] for n in names], batch_size=batch_size,
-                           num_workers=num_workers, device=device)
+                           num_workers=num_workers, device=device, executor=executor, identity=identity)
     row = {n: i for i, n in enumerate(names)}
     galleries = dict(bench.galleries) if bench.galleries else {"": bench.gallery}
     indexes = {g: build_index(latents, np.array([row[n] for n in members]), index)

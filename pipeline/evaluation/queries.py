@@ -86,7 +86,7 @@ def _reference_latents(ctx: QueryContext, queries: list[Query]) -> np.ndarray:
 def composed_queries(ctx: QueryContext, references: np.ndarray, texts: list[str], phi: torch.nn.Module) -> np.ndarray:
     """Features [N, d], not normalised, of `template.format(text)` with `$` = phi(reference latent),
     one query a row: the LinCIR query of a benchmark and of `lincir search` alike."""
-    z = torch.from_numpy(references).to(ctx.device)
+    z = torch.tensor(references, device=ctx.device)  # a copy: references may be rows of a read-only mapped file
     if ctx.normalize_image_latent:
         z = F.normalize(z, dim=-1)
     pseudo = phi(z)

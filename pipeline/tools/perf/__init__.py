@@ -7,7 +7,8 @@ same inputs in one run; prints the throughput of both, their ratio, and one JSON
     lincir perf tokens --captions 20000       tokenizing captions and masked captions
     lincir perf embed --images 256            gallery image embedding
     lincir perf memory --captions 2000000     peak RSS of ingest -> keywords -> tokens
-    lincir perf search --sizes 100000 1000000 per-query latency of the flat, ivf and hnsw indexes
+    lincir perf search --sizes 100000 1000000 per-query latency, recall and memory of the index kinds
+    lincir perf executor                      keywords, tokens, embedding: local vs Ray on 1 and 2 nodes
     lincir perf gpu                           the GPU path in one call: correctness, training, embedding
 
 One module per target (pipeline/tools/perf/<target>.py), each with add_parser(subparsers) and
@@ -18,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.tools.perf import embed, gpu, keywords, memory, methods, search, tokens, train
+from pipeline.tools.perf import embed, executor, gpu, keywords, memory, methods, search, tokens, train
 
-TARGETS = [train, methods, keywords, tokens, embed, memory, search, gpu]
+TARGETS = [train, methods, keywords, tokens, embed, memory, search, executor, gpu]
 HELP = "throughput of the optimised paths against the reference implementation (see BENCHMARKS.md)"
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from pipeline.core.arguments import integer, number
 from pipeline.core.errors import PipelineError
 from pipeline.core.paths import BACKBONE, PHI
+from pipeline.evaluation.ivfpq import DEFAULT_BUDGET_GB
 
 INDEX_HELP = "embed every image under a folder into a search index (incremental)"
 INDEX_DOC = """Embeds every image under FOLDER (jpg, png, webp, bmp, gif, tiff; recursively) with the
@@ -49,10 +50,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--phi", type=Path, default=PHI, metavar="FILE",
                    help=f"phi checkpoint, this pipeline's or the authors' released one (default: {PHI})")
     p.add_argument("--index", dest="kind", default="flat", metavar="KIND",  # pipeline.evaluation.gallery.INDEX checks the name
-                   help="flat: exact; ivf, hnsw: approximate, for millions of images (default: flat)")
+                   help="flat: exact; ivf, hnsw: approximate, for millions of images; ivfpq: compressed, for "
+                        "collections past RAM, sized by --memory (default: flat)")
+    p.add_argument("--memory", type=number(0, above=True), default=DEFAULT_BUDGET_GB, metavar="GB",
+                   help=f"ivfpq: the index's memory budget; the most accurate code that fits is chosen "
+                        f"(default: {DEFAULT_BUDGET_GB:g})")
     p.add_argument("--batch-size", type=integer(1), default=64, metavar="N", help="images embedded at once (default: 64)")
     p.add_argument("--workers", type=integer(0), default=0, metavar="N",
                    help="image-decoding processes beside this one; 0 decodes here (default: 0)")
+    p.add_argument("--ray", metavar="HOST:PORT", help="embed on the Ray cluster whose head is there ('auto': RAY_ADDRESS "
+                   "or this machine's); FOLDER and the backbone's weights must be at the same path on every node "
+                   "(docs/ray.md). Default: this machine")
     p.set_defaults(func=index_command)
 
     p = subparsers.add_parser("search", help=SEARCH_HELP, description=SEARCH_DOC, formatter_class=raw)
@@ -100,10 +108,14 @@ def _one_faiss_thread() -> None:
 
 
 def index_command(args) -> int:
+    from pipeline.core.executor import ExecutorConfig
+    from pipeline.core.params import typed
     from pipeline.tools.search.index import update
 
+    executor = typed(ExecutorConfig, {"kind": "ray", "address": args.ray}, "--ray", complete=False) if args.ray else None
     done = update(args.folder, args.out, backbone_file=args.backbone, phi=args.phi, kind=args.kind,
-                  batch_size=args.batch_size, num_workers=args.workers, device=_device())
+                  batch_size=args.batch_size, num_workers=args.workers, device=_device(), executor=executor,
+                  memory_gb=args.memory)
     for path, why in done["skipped"].items():
         print(f"skipped {path}: {why}", file=sys.stderr)
     print(f"{args.out}: {done['images']} images ({done['embedded']} embedded, {done['reused']} unchanged, "

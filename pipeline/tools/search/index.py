@@ -33,8 +33,10 @@ import polars as pl
 
 from pipeline.core import io
 from pipeline.core.errors import PipelineError, quoted
+from pipeline.core.executor import ExecutorConfig
 from pipeline.data.images import SUFFIXES, ImageSource
 from pipeline.evaluation import gallery
+from pipeline.evaluation.ivfpq import DEFAULT_BUDGET_GB
 from pipeline.model import backbone as backbones
 from pipeline.model.phi import check_widths, load_phi, read_phi_checkpoint, widths
 from pipeline.model.text_encoder import text_tower
@@ -108,7 +110,8 @@ def read(out: Path, with_index: bool = True) -> Stored:
     for name in PARTS if with_index else (TABLE, LATENTS):
         _check_part(out, name, record["parts"].get(name))
     table = _load(out, TABLE, pl.read_parquet)
-    latents = _load(out, LATENTS, lambda path: np.load(path, allow_pickle=False))
+    # mapped, not read: a search reads a reference's row, an ivfpq index holds the rest compressed
+    latents = _load(out, LATENTS, lambda path: np.load(path, allow_pickle=False, mmap_mode="r"))
     n = record["images"]
     if dict(table.schema) != COLUMNS or len(table) != n:
         raise DamagedIndex(out, f"{out / TABLE} has columns {dict(table.schema)} and {len(table)} rows; "
@@ -173,8 +176,10 @@ def _load(out: Path, name: str, load):
 
 
 def update(folder: Path, out: Path, *, backbone_file: Path, phi: Path, kind: str, batch_size: int = 64,
-           num_workers: int = 0, device: str = "cpu") -> dict:
-    """Brings the index at `out` up to date with `folder`; returns what changed."""
+           num_workers: int = 0, device: str = "cpu", executor: ExecutorConfig | None = None,
+           memory_gb: float = DEFAULT_BUDGET_GB) -> dict:
+    """Brings the index at `out` up to date with `folder`; returns what changed. A Ray `executor`
+    embeds the new images on its cluster; the index is built here."""
     folder, out = Path(folder).resolve(), Path(out)
     if not folder.is_dir():
         raise PipelineError(f"{folder} is not a folder of images")
@@ -211,7 +216,8 @@ def update(folder: Path, out: Path, *, backbone_file: Path, phi: Path, kind: str
     todo = files.filter(pl.col("old_row").is_null())
     new_latents, rows, problems = gallery.embed_readable(
         backbone.model, backbone.preprocess, [ImageSource(folder / p) for p in todo["path"]],
-        batch_size=batch_size, num_workers=num_workers, device=device, skip_unreadable=True)
+        batch_size=batch_size, num_workers=num_workers, device=device, skip_unreadable=True, executor=executor,
+        identity=identity)
     finite = np.isfinite(new_latents).all(axis=1) if rows else np.zeros(0, bool)
     for r in np.flatnonzero(~finite):  # a model that gives NaN for some picture: never into the index
         problems[rows[r]] = "the backbone's latent of this image is not finite (NaN or inf)"
@@ -227,7 +233,7 @@ def update(folder: Path, out: Path, *, backbone_file: Path, phi: Path, kind: str
     table, latents = table[order], latents[order]
     record["skipped"] = dict(sorted({**misnamed, **{todo["path"][i]: m for i, m in problems.items()}}.items()))
     record["images"] = len(table)
-    write(out, record, table, latents, gallery.build_index(latents, np.arange(len(table)), kind))
+    write(out, record, table, latents, gallery.build_index(latents, np.arange(len(table)), kind, memory_gb))
     removed = len(set(previous.table["path"]) - set(files["path"])) if old is not None else 0
     return {"images": len(table), "embedded": len(rows), "reused": len(reused), "removed": removed,
             "skipped": record["skipped"]}

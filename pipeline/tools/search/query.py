@@ -76,7 +76,7 @@ def reference(s: Searcher, image) -> Reference:
     """`image`: an index entry (its path under the root), an image file, or uploaded bytes."""
     entry = None if isinstance(image, bytes) else _entry(s, image)
     if entry is not None:
-        return Reference(s.ctx.latents[s.row[entry]], s.row[entry])
+        return Reference(np.array(s.ctx.latents[s.row[entry]]), s.row[entry])  # a copy of one row of the mapped file
     if isinstance(image, bytes):
         source = BytesIO(image)
     elif Path(image).is_file():
