@@ -32,7 +32,7 @@ TINY = {
     "keywords": {"n_process": 1},
     "tokens": {"n_process": 1},
     "embed": {"batch_size": 8},
-    "train": {"validate_every": 0},
+    "train": {"validate_every": 0, "patience": 0},
     "executor": {"block_rows": 100},  # 15 tasks: both nodes get some, and a retry redoes 100 captions
 }
 
