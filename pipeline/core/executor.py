@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import pickle
 import socket
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -104,11 +105,17 @@ def connect(config: ExecutorConfig):
 class _Worker:
     """One actor of the pool: the job's initializer once, then its function on each task."""
 
-    def __init__(self, job: bytes):
+    def __init__(self, job: bytes, threads: int | None):
+        from pipeline.core import exact
+
+        exact.pin_environment()  # before the job loads torch: the kernels a local stage computes with
         job = pickle.loads(job)
         self.fn = job.fn
         if job.initializer:
             job.initializer(*job.initargs)
+        if threads and "torch" in sys.modules:
+            # the driver's thread count, not Ray's one a CPU: a convolution adds in another order otherwise
+            sys.modules["torch"].set_num_threads(threads)
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
@@ -136,7 +143,8 @@ def run_ray(config: ExecutorConfig, local: Job, remote: Job, n_process: int) -> 
     # one task a block and a batch: a retried task redoes one task's rows
     dataset = ray.data.from_items([{"task": t} for t in tasks],
                                   override_num_blocks=len(tasks))
-    dataset = dataset.map_batches(_Worker, fn_constructor_args=(job,), batch_size=1, batch_format="numpy",
+    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    dataset = dataset.map_batches(_Worker, fn_constructor_args=(job, threads), batch_size=1, batch_format="numpy",
                                   compute=ActorPoolStrategy(size=min(actors, len(tasks))),
                                   num_cpus=1, num_gpus=1 if gpus else 0)
     return _results(dataset)
