@@ -323,3 +323,21 @@ def test_report_into_a_new_folder_and_seeds_checked(tmp_path, monkeypatch, capsy
     assert "| `none` | 10.00 (n=1)" in out.read_text() and sorted(p.name for p in out.parent.iterdir()) == ["RESULTS.md"]
     assert lincir(["ablate", "run", "--seeds", "0"]) == 1
     assert "argument --seeds: must be at least 1, not 0" in capsys.readouterr().err
+
+
+def test_per_query_scores_are_read_from_what_run_kept_and_a_damaged_file_is_named(tmp_path):
+    show = [{"rev": "workspace", "name": None, "data": {}, "experiments": [
+        {"revs": [_exp("noise-none-s0", 1.0, 2.0)]}, {"revs": [_exp("noise-none-s1", 1.0, 2.0)]}]}]
+    experiments = ablate.rows(show)
+    kept = tmp_path / "kept"
+    (kept / "noise-none-s0").mkdir(parents=True)
+    (kept / "noise-none-s0" / "world_cirr.json").write_text(json.dumps(
+        {"queries": ["a", "b"], "rows": {"lincir": {"R@1": [0.0, 100.0], "R@50": [100.0, 100.0]},
+                                         "image_only": {"R@1": [100.0, 100.0]}}}))
+    scores = ablate.per_query_scores(experiments, kept)
+    cells = scores["noise"]["none"]
+    assert set(cells) == {("world_cirr", "R@1"), ("world_cirr", "R@50")}  # seed 1 and CIRCO were not kept
+    assert cells[("world_cirr", "R@1")][0].tolist() == [0.0, 100.0] and list(cells[("world_cirr", "R@1")]) == [0]
+    (kept / "noise-none-s0" / "world_cirr.json").write_text(json.dumps({"rows": ["lincir"]}))
+    with pytest.raises(PipelineError, match="world_cirr.json: no per-query R@1 of a trained phi"):
+        ablate.per_query_scores(experiments, kept)

@@ -275,19 +275,30 @@ def per_query_scores(experiments: list[dict], kept: Path = PER_QUERY) -> dict:
 
     out: dict = {}
     for m, e in grid_experiments(experiments):
-        for bench, metric in {(b, k) for b, k in e["metrics"]}:
+        metrics: dict[str, list[str]] = {}
+        for bench, metric in e["metrics"]:
+            metrics.setdefault(bench, []).append(metric)
+        for bench, names in metrics.items():
             path = kept / e["name"] / f"{bench}.json"
             if not path.is_file():
                 continue
-            rows_ = _read(path, "per-query scores")
-            row = next((r for r in rows_.get("rows", {}) if r in METHODS), None) if isinstance(rows_, dict) else None
-            values = rows_["rows"][row].get(metric) if row else None
-            if not isinstance(values, list) or not all(_number(v) for v in values):
-                raise PipelineError(f"{path}: no per-query {metric} of a trained phi (rows {{method: {{metric: "
-                                    "[numbers]}}}} as the evaluate stage writes); run the experiment again")
-            cell = out.setdefault(m["group"], {}).setdefault(m["value"], {}).setdefault((bench, metric), {})
-            cell[int(m["seed"])] = np.asarray(values, float)
+            scores = trained_row(path)
+            for metric in names:
+                values = scores.get(metric)
+                if not isinstance(values, list) or not all(_number(v) for v in values):
+                    raise PipelineError(f"{path}: no per-query {metric} of a trained phi (rows {{method: {{metric: "
+                                        "[numbers]}}}} as the evaluate stage writes); run the experiment again")
+                cell = out.setdefault(m["group"], {}).setdefault(m["value"], {}).setdefault((bench, metric), {})
+                cell[int(m["seed"])] = np.asarray(values, float)
     return out
+
+
+def trained_row(path: Path) -> dict:
+    """The trained phi's row of a kept per_query.json ({metric: per-query scores}); {} where it has none."""
+    data = _read(path, "per-query scores")
+    rows = data.get("rows") if isinstance(data, dict) else None
+    row = next((r for r in rows if r in METHODS), None) if isinstance(rows, dict) else None
+    return rows[row] if row and isinstance(rows[row], dict) else {}
 
 
 def commits(experiments: list[dict]) -> dict[str, list[str]]:
