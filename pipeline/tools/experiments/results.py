@@ -145,18 +145,19 @@ def comparison_rows(group: str, per_query: dict, summary: dict, papers: list[Pap
     if not values or values[0] != g.values[0]:
         return []
     ref = values[0]
+    floor = {key: at_floor([s[key][0] for s in summary.values() if key in s]) for key in KEYS}
+    paper_of = {key: closest(papers, key[0]) for key in KEYS}
     lines = [f"| `value` − `{ref}` | " + " | ".join(f"{b} {m}" for b, m in KEYS) + " |", "|---|" + "---|" * len(KEYS)]
     for value in values[1:]:
         cells = []
         for key in KEYS:
-            floor = at_floor([s[key][0] for s in summary.values() if key in s])
             diff = paired_difference(per_query.get(value, {}).get(key, {}), per_query.get(ref, {}).get(key, {}))
-            paper = closest(papers, key[0])
+            paper = paper_of[key]
             if diff is None:
                 cells.append("no per-query scores")
                 continue
             cell = f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]"
-            if floor:
+            if floor[key]:
                 cells.append(f"{cell}: at the floor, not judged")
                 continue
             cell += f" {diff.verdict}"
