@@ -60,7 +60,7 @@ def test_an_interrupted_run_resumes_with_the_missing_experiments(monkeypatch, tm
 
     monkeypatch.setattr(ablate, "dvc", fake_dvc)
     monkeypatch.setattr(ablate, "committed_params", lambda: BASE)
-    args = argparse.Namespace(groups=["supervision"], seeds=2, dry_run=False)
+    args = argparse.Namespace(groups=["supervision"], seeds=2, dry_run=False, part=(1, 1))
     with pytest.raises(PipelineError):
         ablate.run(args)
     assert done == {"supervision-smp-s0", "supervision-photo_of-s0"}
@@ -70,6 +70,28 @@ def test_an_interrupted_run_resumes_with_the_missing_experiments(monkeypatch, tm
     assert calls == ["supervision-image_latent-s0", "supervision-smp-s1", "supervision-photo_of-s1",
                      "supervision-image_latent-s1"]
     assert done == {f"supervision-{v}-s{s}" for v in ablate.GROUPS["supervision"].values for s in (0, 1)}
+
+
+def test_parts_share_the_grid_out_between_clones(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    ran = {}
+
+    def fake_dvc(*args):
+        if args[:2] == ("exp", "list"):
+            return ""
+        ran.setdefault(part, []).append(args[3])
+        return ""
+
+    monkeypatch.setattr(ablate, "dvc", fake_dvc)
+    monkeypatch.setattr(ablate, "committed_params", lambda: BASE)
+    for part in ("1/3", "2/3", "3/3"):
+        ablate.run(argparse.Namespace(groups=["noise", "supervision"], seeds=2, dry_run=False, part=ablate.part(part)))
+    everything = [name for name, _ in ablate.cells(["noise", "supervision"], 2, BASE)]
+    assert sorted(sum(ran.values(), [])) == sorted(everything)  # each cell once, in exactly one part
+    assert ran["1/3"] == everything[0::3] and ran["3/3"] == everything[2::3]
+    for bad in ("0/2", "3/2", "1", "a/b", "1/0"):
+        with pytest.raises(argparse.ArgumentTypeError, match="K/N"):
+            ablate.part(bad)
 
 
 def _exp(name, r1, map5):
@@ -175,7 +197,7 @@ def test_run_records_the_train_stages_time_unless_it_was_restored_or_resumed(tmp
 
     monkeypatch.setattr(ablate, "dvc", fake_dvc)
     monkeypatch.setattr(ablate, "committed_params", lambda: BASE)
-    ablate.run(argparse.Namespace(groups=["method"], seeds=1, dry_run=False))
+    ablate.run(argparse.Namespace(groups=["method"], seeds=1, dry_run=False, part=(1, 1)))
     times = json.loads((tmp_path / "logs/ablate_times.json").read_text())
     assert times == {"method-lincir-s0": {"seconds": 16, "device": "cpu"},
                      "method-masked_inversion-s0": {"seconds": 26, "device": "cpu"}}
@@ -267,7 +289,7 @@ def test_a_failed_experiment_leaves_the_workspace_as_it_was(tmp_path, monkeypatc
     monkeypatch.setattr(ablate, "dvc", fake_dvc)
     monkeypatch.setattr(ablate, "committed_params", lambda: BASE)
     with pytest.raises(PipelineError, match="the train stage diverged"):
-        ablate.run(argparse.Namespace(groups=["noise"], seeds=1, dry_run=False))
+        ablate.run(argparse.Namespace(groups=["noise"], seeds=1, dry_run=False, part=(1, 1)))
     assert (tmp_path / "params.yaml").read_text() == params and (tmp_path / "data/train").is_dir()
     assert checkouts == [("checkout", "--force")]
 

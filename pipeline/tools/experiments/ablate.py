@@ -5,6 +5,8 @@
                                          the zero-shot CIR methods side by side (pipeline/methods/), as
                                          their authors built them and with LinCIR's phi and optimiser
     lincir ablate report                 RESULTS.md + docs/results.png from `dvc exp show --json`
+    lincir ablate run --part 1/2         every second cell from the first: a grid shared by two clones
+                                         or machines (each runs its part; report reads them together)
     lincir ablate report --rev A --rev B the experiments derived from these commits (a grid run in parts)
 
 Each cell is an experiment named `<group>-<value>-s<seed>` (`noise-gaussian-s1`): a run that
@@ -102,8 +104,18 @@ def finished() -> set[str]:
     return {line.strip() for line in dvc("exp", "list", "--all-commits", "--name-only").splitlines() if line.strip()}
 
 
+def part(text: str) -> tuple[int, int]:
+    """`K/N`: the K-th of N interleaved parts of the grid's cells (1 <= K <= N)."""
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise argparse.ArgumentTypeError(f"must be K/N with 1 <= K <= N (2/3: the second of three parts), not {text!r}")
+    return int(k), int(n)
+
+
 def run(args: argparse.Namespace) -> int:
     todo = cells(args.groups, args.seeds, committed_params())
+    k, n = args.part
+    todo = todo[k - 1::n]  # interleaved, so that each part has every group's first seeds early
     done = finished()
     left = [(name, o) for name, o in todo if name not in done]
     print(f"ablate: {len(todo)} experiments, {len(todo) - len(left)} already finished, {len(left)} to run")
@@ -336,6 +348,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     r = actions.add_parser("run", help="run every missing experiment of the grid, one after the other")
     r.add_argument("--groups", nargs="+", choices=list(GROUPS), default=list(GROUPS), help="which ablations")
     r.add_argument("--seeds", type=integer(1), default=3, help="seeds a cell (default 3: mean and std)")
+    r.add_argument("--part", type=part, default=(1, 1), metavar="K/N",
+                   help="run only every N-th cell, from the K-th: N clones or machines sharing one DVC cache "
+                        "each run one part (default: all cells)")
     r.add_argument("--dry-run", action="store_true", help="print the dvc commands without running them")
     r.set_defaults(func=run)
     p = actions.add_parser("report", help="write RESULTS.md and its picture from the finished experiments")
