@@ -363,3 +363,28 @@ def test_per_query_scores_are_read_from_what_run_kept_and_a_damaged_file_is_name
     (kept / "noise-none-s0" / "world_cirr.json").write_text(json.dumps({"rows": ["lincir"]}))
     with pytest.raises(PipelineError, match="world_cirr.json: no per-query R@1 of a trained phi"):
         ablate.per_query_scores(experiments, kept)
+
+
+def test_ctrl_c_ends_a_run_with_one_line_and_the_workspace_as_it_was(tmp_path, monkeypatch, capsys):
+    from pipeline.tools import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("noise: unif_gaussian  # a comment dvc exp run would drop\n")
+    checked_out = []
+
+    def fake_dvc(*args):
+        if args[:2] == ("exp", "list"):
+            return ""
+        if args[0] == "checkout":
+            checked_out.append(args)
+            return ""
+        (tmp_path / "params.yaml").write_text("noise: gaussian\n")  # what an interrupted exp run leaves
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ablate, "dvc", fake_dvc)
+    monkeypatch.setattr(ablate, "committed_params", lambda: BASE)
+    assert cli.main(["ablate", "run", "--groups", "supervision", "--seeds", "1"]) == 130
+    err = capsys.readouterr().err
+    assert "lincir ablate: interrupted" in err and "Traceback" not in err
+    assert (tmp_path / "params.yaml").read_text() == "noise: unif_gaussian  # a comment dvc exp run would drop\n"
+    assert checked_out == [("checkout", "--force")]

@@ -26,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     for command in COMMANDS:
         command.add_parser(subparsers)
     args = parser.parse_args(argv)
-    return one_line(lambda: args.func(args))  # every command answers bad input the same way
+    try:
+        return one_line(lambda: args.func(args))  # every command answers bad input the same way
+    except KeyboardInterrupt:  # Ctrl-C is the user's choice, not a bug: no traceback
+        print(f"lincir {args.command}: interrupted", file=sys.stderr)
+        return 130  # the shell's status for a process ended by SIGINT
 
 
 if __name__ == "__main__":
