@@ -176,3 +176,21 @@ def test_flop_formula_matches_torch_flop_counter(world_tower):
 def test_bf16_peaks_by_device_name():
     assert bf16_peak("NVIDIA H100 80GB HBM3") == 989 and bf16_peak("NVIDIA H200") == 989
     assert bf16_peak("NVIDIA H100 PCIe") == 756 and bf16_peak("Some Future GPU") is None
+
+
+@pytest.mark.parametrize("argv, argument", [
+    (["cam", "--taus", "0.3", "1.5"], "--taus"),
+    (["cam", "--images", "0"], "--images"),
+    (["perf", "search", "--dim", "0"], "--dim"),
+    (["perf", "search", "--memory-gb", "-2"], "--memory-gb"),
+    (["perf", "gpu", "--budget-s", "0"], "--budget-s"),
+    (["perf", "executor", "--nodes", "1", "0"], "--nodes"),
+    (["perf", "train", "--steps", "-1"], "--steps"),
+    (["perf", "embed", "--seed", "x"], "--seed"),
+])
+def test_tool_arguments_out_of_range_are_one_line_naming_them(argv, argument, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 1 and err.count("\n") == 1
+    assert f"argument {argument}" in err and "must be" in err and "Traceback" not in err

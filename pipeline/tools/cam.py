@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from pipeline.core.arguments import integer, number
 from pipeline.core.paths import BACKBONE
 
 HELP = "how well a CAM of the frozen backbone finds the world's objects: IoU with the true masks, and chance"
@@ -17,11 +18,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="the backbone stage's identity file")
     parser.add_argument("--world", type=Path, default=Path("data/world"), help="the world, with its masks")
     parser.add_argument("--split", default="train", help="pairs split (default: train)")
-    parser.add_argument("--images", type=int, default=300, help="how many images (default: 300)")
-    parser.add_argument("--taus", type=float, nargs="+", default=[0.2, 0.3, 0.4], help="CAM thresholds")
+    parser.add_argument("--images", type=integer(1), default=300, help="how many images (default: 300)")
+    parser.add_argument("--taus", type=number(0, 1), nargs="+", default=[0.2, 0.3, 0.4], help="CAM thresholds")
     parser.add_argument("--cam", default="gradcam", help="a CAM of pipeline/model/cam.py (default: gradcam)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    parser.add_argument("--batch-size", type=integer(1), default=64)
+    parser.add_argument("--seed", type=integer(0), default=0, help="seed of the random baseline")
     parser.set_defaults(func=run)
     return parser
 

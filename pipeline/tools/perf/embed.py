@@ -5,6 +5,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from pipeline.core.arguments import integer
 from pipeline.core.parallel import cores
 from pipeline.tools.perf.common import measure, report
 
@@ -21,12 +22,12 @@ generated 640x480 JPEGs on disk (COCO's typical size) with a random-weight open_
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("embed", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=64, help="generated JPEGs embedded by each path (default: 64)")
+    p.add_argument("--images", type=integer(1), default=64, help="generated JPEGs embedded by each path (default: 64)")
     p.add_argument("--model", default="ViT-B-32", help="open_clip architecture, random weights (default: ViT-B-32)")
-    p.add_argument("--batch-size", type=int, default=64, help="optimised batch size (default: 64)")
-    p.add_argument("--workers", type=int, help="optimised image-decoding workers (default: the cores available)")
+    p.add_argument("--batch-size", type=integer(1), default=64, help="optimised batch size (default: 64)")
+    p.add_argument("--workers", type=integer(0), help="optimised image-decoding workers (default: the cores available)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=integer(0), default=0)
     p.set_defaults(func=run)
 
 

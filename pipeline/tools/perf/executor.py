@@ -7,6 +7,7 @@ import hashlib
 import tempfile
 from pathlib import Path
 
+from pipeline.core.arguments import integer, number
 from pipeline.tools.perf.common import measure, report
 
 HELP = "keywords, tokens (captions/s) and embedding (images/s): executor local vs ray on 1 and 2 nodes"
@@ -30,17 +31,17 @@ which only writes the results: see BENCHMARKS.md)."""
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("executor", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--captions", type=int, default=20_000, help="synthetic captions (default: 20000)")
-    p.add_argument("--images", type=int, default=64, help="generated JPEGs (default: 64)")
+    p.add_argument("--captions", type=integer(1), default=20_000, help="synthetic captions (default: 20000)")
+    p.add_argument("--images", type=integer(1), default=64, help="generated JPEGs (default: 64)")
     p.add_argument("--model", default="ViT-B-32", help="open_clip architecture, random weights (default: ViT-B-32)")
-    p.add_argument("--batch-size", type=int, default=16, help="images a batch, locally and a Ray task (default: 16)")
-    p.add_argument("--block-rows", type=int, default=2000, help="captions a Ray task (executor.block_rows; default: 2000)")
-    p.add_argument("--nodes", type=int, nargs="+", default=[1, 2], help="Ray worker nodes, one CPU each (default: 1 2)")
-    p.add_argument("--corpus", type=float, default=700e6, help="captions projected (default: 7e8, COYO-700M)")
-    p.add_argument("--collection", type=float, default=100e6, help="images projected (default: 1e8)")
-    p.add_argument("--machine-cores", type=int, default=32, help="cores a machine in the projection (default: 32)")
-    p.add_argument("--machines", type=int, nargs="+", default=[1, 8, 64], help="machines projected (default: 1 8 64)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=integer(1), default=16, help="images a batch, locally and a Ray task (default: 16)")
+    p.add_argument("--block-rows", type=integer(1), default=2000, help="captions a Ray task (executor.block_rows; default: 2000)")
+    p.add_argument("--nodes", type=integer(1), nargs="+", default=[1, 2], help="Ray worker nodes, one CPU each (default: 1 2)")
+    p.add_argument("--corpus", type=number(1), default=700e6, help="captions projected (default: 7e8, COYO-700M)")
+    p.add_argument("--collection", type=number(1), default=100e6, help="images projected (default: 1e8)")
+    p.add_argument("--machine-cores", type=integer(1), default=32, help="cores a machine in the projection (default: 32)")
+    p.add_argument("--machines", type=integer(1), nargs="+", default=[1, 8, 64], help="machines projected (default: 1 8 64)")
+    p.add_argument("--seed", type=integer(0), default=0)
     p.set_defaults(func=run)
 
 

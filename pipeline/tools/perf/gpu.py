@@ -27,6 +27,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pipeline.core.arguments import integer, number
 from pipeline.tools.perf.common import machine
 from pipeline.tools.perf.train import OFFICIAL_BATCH, OFFICIAL_STEPS, bf16_peak
 
@@ -123,13 +124,13 @@ def add_parser(subparsers) -> None:
                    "the same sections and report keys (what the test suite runs)")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "logs/perf_gpu"),
                    help="folder for gpu.json and gpu.md (default: $OUT when set, else logs/perf_gpu)")
-    p.add_argument("--budget-s", type=float, default=420.0, help="wall seconds for all sections; one that would "
+    p.add_argument("--budget-s", type=number(0, above=True), default=420.0, help="wall seconds for all sections; one that would "
                    "start with less than 15 s left is skipped (default: 420)")
     p.add_argument("--sections", nargs="+", metavar="NAME", help="run only these sections (default: all)")
-    p.add_argument("--peak-tflops", type=float, default=MEASURED_PEAK, help="bf16 dense peak for the fractions "
+    p.add_argument("--peak-tflops", type=number(0, above=True), default=MEASURED_PEAK, help="bf16 dense peak for the fractions "
                    f"(default: {MEASURED_PEAK:g}, an H200's measured matmul rate; its datasheet says "
                    f"{bf16_peak('H200'):g})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=integer(0), default=0)
     p.set_defaults(func=run)
 
 

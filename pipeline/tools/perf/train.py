@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.core.arguments import integer
 from pipeline.tools.perf.common import report
 
 HELP = "phi training steps (captions/s): optimised TrainConfig vs the official loop's settings"
@@ -44,13 +45,13 @@ def add_parser(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="ViT-B-32", help="open_clip architecture whose text tower is used "
                    "(random weights): ViT-B-32, ViT-L-14, ViT-H-14, ViT-bigG-14, ... (default: ViT-B-32)")
-    p.add_argument("--batch-size", type=int, help="captions a step (default: 512 on GPU, 64 on CPU)")
-    p.add_argument("--steps", type=int, help="timed steps, after one warm-up step (default: 20 on GPU, 3 on CPU)")
+    p.add_argument("--batch-size", type=integer(1), help="captions a step (default: 512 on GPU, 64 on CPU)")
+    p.add_argument("--steps", type=integer(1), help="timed steps, after one warm-up step (default: 20 on GPU, 3 on CPU)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--compile", action="store_true", help="torch.compile in the optimised path")
-    p.add_argument("--repeats", type=int, default=1, help="runs of each path, alternating; the median is "
+    p.add_argument("--repeats", type=integer(1), default=1, help="runs of each path, alternating; the median is "
                    "reported (steadier on a shared machine; default: 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=integer(0), default=0)
     p.set_defaults(func=run)
 
 
