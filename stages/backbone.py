@@ -6,6 +6,8 @@ Either way the weights are loaded by the one loader every later stage uses, and 
 (path + sha256) is written to backbone.json. The held-out pairs' latents (heldout_latents.pt) are
 kept for the geometry stage, and their zero-shot retrieval and geometry go to the metrics file.
 """
+from pathlib import Path
+
 import torch
 
 from pipeline.core import stage
@@ -33,6 +35,20 @@ def classification(backbone, image_features: torch.Tensor, things: list[tuple]) 
     return {"zero_shot_top1": accuracy.pop("all"), **{f"zero_shot_{f}": v for f, v in accuracy.items()}}
 
 
+def heldout(backbone, world: Path) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """The metrics of `backbone` on the world's held-out pairs (zero-shot retrieval, geometry,
+    classification), and the pairs' image and caption latents they were measured on."""
+    pairs, images, tokens = world_pairs(world, backbone, "heldout")
+    with torch.no_grad():
+        image_features = torch.cat([backbone.model.encode_image(b) for b in images.split(256)])
+        text_features = torch.cat([backbone.model.encode_text(b) for b in tokens[:, 0].split(256)])
+    things = pairs.select(list(FIELDS)).rows()
+    same = torch.tensor([[a == b for b in things] for a in things])
+    metrics = {**retrieval_recall(image_features, text_features, same), **geometry(image_features, text_features),
+               **classification(backbone, image_features, things)}
+    return metrics, image_features, text_features
+
+
 def main(params: dict, args) -> None:
     cfg = typed(backbones.BackboneConfig, params["backbone"], "backbone")
     stage.fresh(args.out)
@@ -51,15 +67,8 @@ def main(params: dict, args) -> None:
     write_json(args.out / "backbone.json", identity)
 
     backbone = backbones.load(args.out / "backbone.json")  # the same loader every later stage uses
-    pairs, images, tokens = world_pairs(args.world, backbone, "heldout")
-    with torch.no_grad():
-        image_features = torch.cat([backbone.model.encode_image(b) for b in images.split(256)])
-        text_features = torch.cat([backbone.model.encode_text(b) for b in tokens[:, 0].split(256)])
-    things = pairs.select(list(FIELDS)).rows()
-    same = torch.tensor([[a == b for b in things] for a in things])
+    metrics, image_features, text_features = heldout(backbone, args.world)
     torch.save({"image": image_features, "caption": text_features}, args.out / "heldout_latents.pt")
-    metrics = {**retrieval_recall(image_features, text_features, same), **geometry(image_features, text_features),
-               **classification(backbone, image_features, things)}
     write_json(args.metrics, metrics)
     print("backbone on held-out world pairs (zero-shot retrieval in %, geometry):",
           ", ".join(f"{k}={v:.3g}" for k, v in metrics.items()))

@@ -30,10 +30,10 @@ DIGESTS = {
     "causal_attention": "1f37426d1acc0e0a",
     "gelu": "cf92529a6218f21c",
     "sum_reduction": "c3a278ce79f3be3d",
-    "clip_training_3_steps": "bb7e6eeea3ed043b",
-    "image_latents": "1b253caae1870b53",
-    "text_latents": "746ea279f904b330",
-    "faiss_search": "074df118dccb8770",
+    "clip_training_3_steps": "321107000e321079",
+    "image_latents": "87f1e8e92a99bcbd",
+    "text_latents": "528f20bc21111d41",
+    "faiss_search": "0cdc8e31d7e896ea",
 }
 
 PROBE = r"""

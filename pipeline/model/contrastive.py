@@ -24,7 +24,7 @@ from pipeline.model.text_encoder import encode, text_tower
 class WorldTraining:
     """params.yaml `backbone.world_training`: the CLIP training of the world backbone."""
 
-    steps: int = 400
+    steps: int = 900
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.2
@@ -47,8 +47,9 @@ def decayed(name: str, param: torch.Tensor) -> bool:
 
 
 def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, *, steps: int, batch_size: int,
-               lr: float, weight_decay: float, seed: int, tokenizer) -> list[float]:
-    """images [N, 3, H, W] preprocessed; tokens [N, K, C]: K captions of each image, one drawn per step."""
+               lr: float, weight_decay: float, seed: int, tokenizer, draw=None) -> list[float]:
+    """images [N, 3, H, W] preprocessed; tokens [N, K, C]: K captions of each image, one drawn per step.
+    `draw(gen, batch_size)` gives a batch's image indices (default: CLIP's uniform draw)."""
     torch.manual_seed(seed)
     gen = np.random.default_rng(seed)
     model.train()
@@ -63,7 +64,7 @@ def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tenso
     losses = []
     bar = tqdm(range(steps), desc="backbone contrastive training", unit="step")
     for _ in bar:
-        idx = torch.from_numpy(gen.choice(len(images), size=batch_size, replace=False))
+        idx = torch.from_numpy(draw(gen, batch_size) if draw else gen.choice(len(images), size=batch_size, replace=False))
         pick = torch.from_numpy(gen.integers(tokens.shape[1], size=batch_size))
         image_features = F.normalize(model.encode_image(images[idx]), dim=-1)
         # the batch cut after its longest caption: exact (causal mask), most of the text tower's FLOPs saved

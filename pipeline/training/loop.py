@@ -33,7 +33,7 @@ from pipeline.training.resume import resumable, save_training_state
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
+    steps: int = 4000
     batch_size: int = 512  # global: split across processes under torchrun
     lr: float = 1e-4
     weight_decay: float = 0.01
