@@ -1,9 +1,11 @@
 """The real-backbone loading path, offline: a checkpoint file of a small open_clip architecture,
-open_clip tags resolved from the Hugging Face cache, and the errors for names, tags and no network."""
+open_clip tags resolved from the Hugging Face cache, the errors for names, tags and no network, and the
+world backbone's CLIP training (pipeline/model/contrastive.py)."""
 import json
 import socket
 import time
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -155,3 +157,48 @@ def test_unreadable_checkpoint_is_named(tmp_path):
 def test_missing_identity_file_says_which_stage_makes_it(tmp_path):
     with pytest.raises(PipelineError, match="backbone.json not found: run the backbone stage first"):
         backbones.load(tmp_path / "backbone.json")
+
+
+def test_clip_training_draws_its_batches_from_the_draw_hook():
+    """train_clip takes each batch's images from `draw(gen, batch_size)` when given one: with every image
+    outside the drawn ones poisoned (NaN), the weights stay finite; the uniform draw reaches the poison."""
+    from pipeline.model.contrastive import train_clip
+
+    def train(draw):
+        torch.manual_seed(0)
+        backbone = backbones.create("lincir-world", None)
+        images = torch.rand(64, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        images[16:] = float("nan")
+        tokens = torch.randint(1, 49000, (64, 2, 32), generator=torch.Generator().manual_seed(0))
+        train_clip(backbone.model, images, tokens, steps=2, batch_size=16, lr=1e-3, weight_decay=0.1, seed=0,
+                   tokenizer=backbone.tokenizer, draw=draw)
+        return all(torch.isfinite(p).all() for p in backbone.model.parameters())
+
+    calls = []
+
+    def first_sixteen(gen, batch_size):
+        calls.append(batch_size)
+        return np.arange(batch_size)
+
+    assert train(first_sixteen) and calls == [16, 16]
+    assert not train(None)
+
+
+def test_adamw_holds_a_weight_seen_only_up_to_scale_at_the_equilibrium_norm():
+    """equilibrium_norm, the world's text_projection start, on a toy: a weight the loss sees only normalised,
+    random gradients, AdamW from 5x too large and from 5x too small; both settle at sqrt(lr·n / 2wd)."""
+    from pipeline.model.contrastive import equilibrium_norm
+
+    gen = torch.Generator().manual_seed(0)
+    lr, wd = 1e-2, 0.5  # settles within a few times 1 / (2·lr·wd) = 100 steps
+    for start in (5.0, 0.2):
+        w = torch.nn.Parameter(torch.randn(64, 32, generator=gen))
+        with torch.no_grad():
+            w.mul_(start * equilibrium_norm(lr, wd, w.numel()) / w.norm())
+        opt = torch.optim.AdamW([w], lr=lr, weight_decay=wd)
+        for _ in range(1500):
+            loss = (torch.nn.functional.normalize(w.flatten(), dim=0) * torch.randn(w.numel(), generator=gen)).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert w.norm().item() == pytest.approx(equilibrium_norm(lr, wd, w.numel()), rel=0.15)

@@ -30,10 +30,10 @@ DIGESTS = {
     "causal_attention": "1f37426d1acc0e0a",
     "gelu": "cf92529a6218f21c",
     "sum_reduction": "c3a278ce79f3be3d",
-    "clip_training_3_steps": "321107000e321079",
-    "image_latents": "87f1e8e92a99bcbd",
-    "text_latents": "528f20bc21111d41",
-    "faiss_search": "0cdc8e31d7e896ea",
+    "clip_training_3_steps": "54aac4dd2237abc7",
+    "image_latents": "b175e8deff4bb502",
+    "text_latents": "028a8671ee4d3b80",
+    "faiss_search": "4955b0f8241ba8d5",
 }
 
 PROBE = r"""

@@ -6,8 +6,9 @@ to OUT. Every option defaults to the committed default (lincir-world.json, param
       [--projection-scale C] [--lr LR] [--groups FIELD G FRACTION]
 
 --text W L H: the text tower's width, layers and heads; --projection-scale: text_projection drawn at
-C x open_clip's std; --groups: FRACTION of each batch made of groups of G images that differ only in
-FIELD (hard negatives); the rest drawn uniformly, as CLIP draws its batches.
+C x open_clip's std (without it, it starts at AdamW's equilibrium norm, as the stage's does);
+--groups: FRACTION of each batch made of groups of G images that differ only in FIELD (hard
+negatives); the rest drawn uniformly, as CLIP draws its batches.
 """
 import argparse
 import json
@@ -37,7 +38,7 @@ p.add_argument("out", type=Path)
 p.add_argument("--steps", type=int)
 p.add_argument("--temperature", type=float, help="the logit scale's start (learned from there)")
 p.add_argument("--text", type=int, nargs=3, metavar=("WIDTH", "LAYERS", "HEADS"))
-p.add_argument("--projection-scale", type=float, default=1.0)
+p.add_argument("--projection-scale", type=float)
 p.add_argument("--lr", type=float)
 p.add_argument("--groups", nargs=3, metavar=("FIELD", "G", "FRACTION"))
 args = p.parse_args()
@@ -55,8 +56,9 @@ torch.set_num_threads(1)
 t0 = time.time()
 torch.manual_seed(training["seed"])
 model = backbones.create("lincir-world-study", None)
-with torch.no_grad():
-    model.model.text_projection.mul_(args.projection_scale)
+if args.projection_scale is not None:
+    with torch.no_grad():
+        model.model.text_projection.mul_(args.projection_scale)
 pairs, images, tokens = world_pairs(Path("data/world"), model, "train")
 
 draw = None
@@ -83,7 +85,8 @@ if args.groups:
         return np.array(chosen + [int(i) for i in gen.permutation(len(things)) if int(i) not in taken][:batch_size - len(chosen)])
 
 losses = train_clip(model.model, images, tokens, steps=steps, batch_size=training["batch_size"], lr=lr,
-                    weight_decay=training["weight_decay"], seed=training["seed"], tokenizer=model.tokenizer, draw=draw)
+                    weight_decay=training["weight_decay"], seed=training["seed"], tokenizer=model.tokenizer, draw=draw,
+                    start_at_equilibrium=args.projection_scale is None)
 seconds = time.time() - t0
 metrics, image_features, text_features = heldout(model, Path("data/world"))
 noise, _ = noise_geometry(image_features, text_features, NOISE, 1.0, 0)

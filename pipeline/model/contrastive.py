@@ -46,11 +46,27 @@ def decayed(name: str, param: torch.Tensor) -> bool:
     return not (param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name)
 
 
+def equilibrium_norm(lr: float, weight_decay: float, numel: int) -> float:
+    """The Frobenius norm at which AdamW's updates and its weight decay balance for a weight the loss sees
+    only up to scale (Kosson, Messmer and Jaggi, "Rotational Equilibrium", ICML 2024): sqrt(lr·numel / 2wd)."""
+    return math.sqrt(lr * numel / (2 * weight_decay))
+
+
 def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, *, steps: int, batch_size: int,
-               lr: float, weight_decay: float, seed: int, tokenizer, draw=None) -> list[float]:
+               lr: float, weight_decay: float, seed: int, tokenizer, draw=None,
+               start_at_equilibrium: bool = True) -> list[float]:
     """images [N, 3, H, W] preprocessed; tokens [N, K, C]: K captions of each image, one drawn per step.
-    `draw(gen, batch_size)` gives a batch's image indices (default: CLIP's uniform draw)."""
+    `draw(gen, batch_size)` gives a batch's image indices (default: CLIP's uniform draw).
+    `start_at_equilibrium`: text_projection starts at its equilibrium_norm instead of open_clip's draw."""
     torch.manual_seed(seed)
+    if start_at_equilibrium and weight_decay > 0:
+        # CLIP's loss sees the caption latent z_c only normalised, so only the start and weight decay set its
+        # scale, the scale the paper's noise is added at. A long CLIP run settles at this norm (and a 768-wide
+        # text tower is drawn near it); the world's 64-wide one is drawn 2.5x above it, and its few hundred
+        # steps would not get there (docs/world_backbone.md, "The latent's scale")
+        with torch.no_grad():
+            w = model.text_projection
+            w.mul_(equilibrium_norm(lr, weight_decay, w.numel()) / w.norm())
     gen = np.random.default_rng(seed)
     model.train()
     named = list(model.named_parameters())
