@@ -62,8 +62,8 @@ def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tenso
     if start_at_equilibrium and weight_decay > 0:
         # CLIP's loss sees the caption latent z_c only normalised, so only the start and weight decay set its
         # scale, the scale the paper's noise is added at. A long CLIP run settles at this norm (and a 768-wide
-        # text tower is drawn near it); the world's 64-wide one is drawn 2.5x above it, and its few hundred
-        # steps would not get there (docs/world_backbone.md, "The latent's scale")
+        # text tower is drawn near it); the world's 64-wide one is drawn 2.5x above it, and a run of a
+        # thousand steps would not get there (docs/world_backbone.md, "The latent's scale")
         with torch.no_grad():
             w = model.text_projection
             w.mul_(equilibrium_norm(lr, weight_decay, w.numel()) / w.norm())
