@@ -202,3 +202,40 @@ def test_adamw_holds_a_weight_seen_only_up_to_scale_at_the_equilibrium_norm():
             loss.backward()
             opt.step()
         assert w.norm().item() == pytest.approx(equilibrium_norm(lr, wd, w.numel()), rel=0.15)
+
+
+def test_negclip_loss_is_clips_without_negatives_and_adds_each_existing_negative_to_every_image():
+    """negclip_loss: with no negative it is open_clip's ClipLoss; an existing negative is one more caption every
+    image is told apart from (a copy of caption 3 given as the only one: image 3's term rises, by ln 2 at
+    most), and the caption-to-image direction does not see it."""
+    from open_clip.loss import ClipLoss
+
+    from pipeline.model.contrastive import negclip_loss
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.nn.functional.normalize(torch.randn(8, 16, generator=gen), dim=-1)
+    captions = torch.nn.functional.normalize(torch.randn(8, 16, generator=gen), dim=-1)
+    scale = torch.tensor(10.0)
+    clip = ClipLoss()(images, captions, scale)
+    texts = torch.cat([captions, captions])  # every negative a copy of its caption
+    none = torch.zeros(8, dtype=torch.bool)
+    assert negclip_loss(images, texts, none, scale).item() == pytest.approx(clip.item(), abs=1e-6)
+    one = none.clone()
+    one[3] = True
+    logits = scale * images @ torch.cat([captions, captions[3:4]]).T
+    labels = torch.arange(8)
+    expected = (torch.nn.functional.cross_entropy(logits, labels)
+                + torch.nn.functional.cross_entropy(scale * captions @ images.T, labels)) / 2
+    assert negclip_loss(images, texts, one, scale).item() == pytest.approx(expected.item(), abs=1e-6)
+    assert clip.item() < expected.item() < clip.item() + np.log(2) / 2
+
+
+def test_hard_negatives_swap_a_named_field_and_leave_none_where_nothing_is_named():
+    from pipeline.model.contrastive import hard_negatives
+
+    backbone = backbones.create("lincir-world", None)
+    captions = [["a small red star on the left", "a photo of a thing"], ["a big blue box", "clip art"]]
+    ids = hard_negatives(captions, ["shape"], backbone.tokenizer, seed=0)
+    assert ids.shape[:2] == (2, 2)
+    assert not ids[0, 1].any() and not ids[1, 1].any()  # they name no shape
+    assert ids[0, 0].any() and not torch.equal(ids[0, 0], backbone.tokenizer(["a small red star on the left"])[0])

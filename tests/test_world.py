@@ -135,3 +135,22 @@ def test_condition_names_the_changed_attributes_only():
     assert "red" in both and "white" in both and "star" not in both.replace("same shape", "")
     with pytest.raises(ValueError):
         condition(ref, ref, rng)
+
+
+def test_swap_changes_only_the_named_value_of_one_field():
+    """A hard negative caption: the field's value swapped for another of that field, the rest word for word,
+    articles mended; None where the caption names no value of the field."""
+    from pipeline.data.world.captions import SYNONYMS, swap
+
+    rng = np.random.default_rng(0)
+    text = "an image of a large orange round dot to the left, over grey"
+    for _ in range(50):
+        shape = swap(text, "shape", rng)
+        head, tail = shape.removeprefix("an image of a large orange ").split(" to the left")
+        assert tail == ", over grey" and head in {w for v, ws in SYNONYMS.items() if v in
+                                                  ("square", "triangle", "star", "cross") for w in ws}
+        colour = swap(text, "colour", rng)
+        assert colour.startswith("an image of a large ") and "orange" not in colour  # "an red" never
+        assert colour.endswith("round dot to the left, over grey")
+        assert swap(text, "background", rng).endswith(("over white", "over black", "over brown"))
+    assert swap("a picture of a box in the middle", "size", rng) is None

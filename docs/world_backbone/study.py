@@ -3,12 +3,13 @@ held-out metrics, with the knobs the study varied. Run from the repository root;
 to OUT. Every option defaults to the committed default (lincir-world.json, params.yaml).
 
   python docs/world_backbone/study.py NAME OUT [--steps N] [--temperature T] [--text W L H]
-      [--projection-scale C] [--lr LR] [--groups FIELD G FRACTION]
+      [--projection-scale C] [--lr LR] [--groups FIELD G FRACTION] [--negatives FIELD ...]
 
 --text W L H: the text tower's width, layers and heads; --projection-scale: text_projection drawn at
 C x open_clip's std (without it, it starts at AdamW's equilibrium norm, as the stage's does);
 --groups: FRACTION of each batch made of groups of G images that differ only in FIELD (hard
-negatives); the rest drawn uniformly, as CLIP draws its batches.
+negatives); the rest drawn uniformly, as CLIP draws its batches; --negatives: NegCLIP's hard negative
+captions, each caption's value of one of these fields swapped for another.
 """
 import argparse
 import json
@@ -29,7 +30,7 @@ from backbone import heldout  # noqa: E402  (stages/backbone.py)
 from pipeline.data.world.attributes import FIELDS  # noqa: E402
 from pipeline.evaluation.geometry import noise_geometry  # noqa: E402
 from pipeline.model import backbone as backbones  # noqa: E402
-from pipeline.model.contrastive import train_clip, world_pairs  # noqa: E402
+from pipeline.model.contrastive import hard_negatives, train_clip, world_pairs  # noqa: E402
 from pipeline.model.noise import NOISE  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,6 +42,7 @@ p.add_argument("--text", type=int, nargs=3, metavar=("WIDTH", "LAYERS", "HEADS")
 p.add_argument("--projection-scale", type=float)
 p.add_argument("--lr", type=float)
 p.add_argument("--groups", nargs=3, metavar=("FIELD", "G", "FRACTION"))
+p.add_argument("--negatives", nargs="+", metavar="FIELD", help="a hard negative caption each, one of these fields swapped")
 args = p.parse_args()
 
 training = yaml.safe_load(open("params.yaml"))["backbone"]["world_training"]
@@ -84,9 +86,13 @@ if args.groups:
         taken = set(chosen)
         return np.array(chosen + [int(i) for i in gen.permutation(len(things)) if int(i) not in taken][:batch_size - len(chosen)])
 
+negatives = None
+if args.negatives:
+    negatives = hard_negatives(pairs["captions"].to_list(), args.negatives, model.tokenizer, training["seed"])
 losses = train_clip(model.model, images, tokens, steps=steps, batch_size=training["batch_size"], lr=lr,
                     weight_decay=training["weight_decay"], seed=training["seed"], tokenizer=model.tokenizer, draw=draw,
-                    start_at_equilibrium=args.projection_scale is None)
+                    start_at_equilibrium=args.projection_scale is None,
+                    negatives=negatives)
 seconds = time.time() - t0
 metrics, image_features, text_features = heldout(model, Path("data/world"))
 noise, _ = noise_geometry(image_features, text_features, NOISE, 1.0, 0)

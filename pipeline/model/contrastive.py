@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import at_least
+from pipeline.data.world.captions import swap
 from pipeline.model.text_encoder import encode, text_tower
 
 
@@ -52,12 +53,44 @@ def equilibrium_norm(lr: float, weight_decay: float, numel: int) -> float:
     return math.sqrt(lr * numel / (2 * weight_decay))
 
 
+def negclip_loss(image_features: torch.Tensor, texts: torch.Tensor, has_negative: torch.Tensor,
+                 scale: torch.Tensor) -> torch.Tensor:
+    """CLIP's loss where each image is also told apart from the batch's hard negative captions
+    (Yuksekgonul et al., "When and why vision-language models behave like bags-of-words", ICLR 2023).
+    texts [2B, d]: the B captions, then their B negatives; has_negative [B]: which negatives exist."""
+    b = len(image_features)
+    captions = texts[:b]
+    logits = scale * image_features @ texts.T
+    logits[:, b:] = logits[:, b:].masked_fill(~has_negative, float("-inf"))
+    labels = torch.arange(b)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(scale * captions @ image_features.T, labels)) / 2
+
+
+def hard_negatives(captions: list[list[str]], fields: list[str], tokenizer, seed: int) -> torch.Tensor:
+    """Token ids [N, K, C] of one hard negative of each caption: the value of one of `fields` it names
+    (drawn at random) swapped for another; all zeros where it names none of them."""
+    rng = np.random.default_rng(seed)
+    texts, known = [], []
+    for text in (c for cs in captions for c in cs):
+        negative = None
+        for field in rng.permutation(fields):
+            negative = swap(text, str(field), rng)
+            if negative is not None:
+                break
+        texts.append(negative or "")
+        known.append(negative is not None)
+    ids = tokenizer(texts) * torch.tensor(known).unsqueeze(1)
+    return ids.view(len(captions), len(captions[0]), -1)
+
+
 def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, *, steps: int, batch_size: int,
                lr: float, weight_decay: float, seed: int, tokenizer, draw=None,
-               start_at_equilibrium: bool = True) -> list[float]:
+               start_at_equilibrium: bool = True, negatives: torch.Tensor | None = None) -> list[float]:
     """images [N, 3, H, W] preprocessed; tokens [N, K, C]: K captions of each image, one drawn per step.
     `draw(gen, batch_size)` gives a batch's image indices (default: CLIP's uniform draw).
-    `start_at_equilibrium`: text_projection starts at its equilibrium_norm instead of open_clip's draw."""
+    `start_at_equilibrium`: text_projection starts at its equilibrium_norm instead of open_clip's draw.
+    `negatives` [N, K, C]: a hard negative of each caption (all zeros: none), added to the captions each
+    image is told apart from (NegCLIP's loss)."""
     torch.manual_seed(seed)
     if start_at_equilibrium and weight_decay > 0:
         # CLIP's loss sees the caption latent z_c only normalised, so only the start and weight decay set its
@@ -84,8 +117,12 @@ def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tenso
         pick = torch.from_numpy(gen.integers(tokens.shape[1], size=batch_size))
         image_features = F.normalize(model.encode_image(images[idx]), dim=-1)
         # the batch cut after its longest caption: exact (causal mask), most of the text tower's FLOPs saved
-        text_features = F.normalize(encode(tower, tokens[idx, pick]), dim=-1)
-        loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+        if negatives is None:
+            text_features = F.normalize(encode(tower, tokens[idx, pick]), dim=-1)
+            loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+        else:
+            both = F.normalize(encode(tower, torch.cat([tokens[idx, pick], negatives[idx, pick]])), dim=-1)
+            loss = negclip_loss(image_features, both, negatives[idx, pick].any(dim=1), model.logit_scale.exp())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

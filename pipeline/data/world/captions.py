@@ -9,9 +9,11 @@ optional "a photo of" at random, so no template is a shortcut.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
-from pipeline.data.world.attributes import Thing
+from pipeline.data.world.attributes import VALUES, Thing
 
 SYNONYMS = {
     "circle": ["circle", "disc", "round dot"],
@@ -84,6 +86,25 @@ def caption(t: Thing, rng: np.random.Generator, clutter: tuple[str, ...] = ()) -
         style = STYLE[rng.integers(len(STYLE))]
         text = f"{text}, {style}" if rng.random() < 0.7 else f"{style}: {text}"
     return text
+
+
+def _words(field: str) -> dict[str, str]:
+    """Every phrase a caption may use for a value of `field`, mapped to that value."""
+    return {w: v for v in VALUES[field] for w in SYNONYMS.get(v, [v])}
+
+
+def swap(text: str, field: str, rng: np.random.Generator) -> str | None:
+    """`text` with the value of `field` it names replaced by another value of that field, or None where it
+    names none: a hard negative caption (NegCLIP, Yuksekgonul et al., ICLR 2023). Read off the words, so it
+    works on any caption of this world, including one given to the wrong image."""
+    words = _words(field)
+    found = re.search(r"\b(" + "|".join(sorted(words, key=len, reverse=True)) + r")\b", text)
+    if found is None:
+        return None
+    others = [v for v in VALUES[field] if v != words[found[1]]]
+    new = say(rng, others[rng.integers(len(others))])
+    text = text[:found.start()] + new + text[found.end():]
+    return re.sub(r"\b(an?) (\w+)", lambda m: article(m[2]), text)  # "an orange" -> "a red"
 
 
 def describe(t: Thing) -> str:
