@@ -206,8 +206,8 @@ def test_adamw_holds_a_weight_seen_only_up_to_scale_at_the_equilibrium_norm():
 
 def test_negclip_loss_is_clips_without_negatives_and_adds_each_existing_negative_to_every_image():
     """negclip_loss: with no negative it is open_clip's ClipLoss; an existing negative is one more caption every
-    image is told apart from (a copy of caption 3 given as the only one: image 3's term rises, by ln 2 at
-    most), and the caption-to-image direction does not see it."""
+    image is told apart from (a copy of caption 3 given as the only one: the image-to-text mean rises, by ln 2
+    at most), and the caption-to-image direction does not see it."""
     from open_clip.loss import ClipLoss
 
     from pipeline.model.contrastive import negclip_loss

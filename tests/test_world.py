@@ -150,7 +150,8 @@ def test_swap_changes_only_the_named_value_of_one_field():
         assert tail == ", over grey" and head in {w for v, ws in SYNONYMS.items() if v in
                                                   ("square", "triangle", "star", "cross") for w in ws}
         colour = swap(text, "colour", rng)
-        assert colour.startswith("an image of a large ") and "orange" not in colour  # "an red" never
+        assert colour.startswith("an image of a large ") and "orange" not in colour
         assert colour.endswith("round dot to the left, over grey")
+        assert swap("an orange star", "colour", rng).startswith("a ")  # "an red star" never
         assert swap(text, "background", rng).endswith(("over white", "over black", "over brown"))
     assert swap("a picture of a box in the middle", "size", rng) is None
