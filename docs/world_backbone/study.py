@@ -4,12 +4,14 @@ to OUT. Every option defaults to the committed default (lincir-world.json, param
 
   python docs/world_backbone/study.py NAME OUT [--steps N] [--temperature T] [--text W L H]
       [--projection-scale C] [--lr LR] [--groups FIELD G FRACTION] [--negatives FIELD ...]
+      [--batch-size B] [--world FOLDER]
 
 --text W L H: the text tower's width, layers and heads; --projection-scale: text_projection drawn at
 C x open_clip's std (without it, it starts at AdamW's equilibrium norm, as the stage's does);
 --groups: FRACTION of each batch made of groups of G images that differ only in FIELD (hard
 negatives); the rest drawn uniformly, as CLIP draws its batches; --negatives: NegCLIP's hard negative
-captions, each caption's value of one of these fields swapped for another.
+captions, each caption's value of one of these fields swapped for another; --world: a world folder
+other than the world stage's data/world (one generated with other render settings).
 """
 import argparse
 import json
@@ -43,10 +45,13 @@ p.add_argument("--projection-scale", type=float)
 p.add_argument("--lr", type=float)
 p.add_argument("--groups", nargs=3, metavar=("FIELD", "G", "FRACTION"))
 p.add_argument("--negatives", nargs="+", metavar="FIELD", help="a hard negative caption each, one of these fields swapped")
+p.add_argument("--batch-size", type=int)
+p.add_argument("--world", type=Path, default=Path("data/world"), help="a world folder (the world stage's out)")
 args = p.parse_args()
 
 training = yaml.safe_load(open("params.yaml"))["backbone"]["world_training"]
 steps, lr = args.steps or training["steps"], args.lr or training["lr"]
+batch_size = args.batch_size or training["batch_size"]
 config = json.loads(Path("pipeline/model/model_configs/lincir-world.json").read_text())
 if args.text:
     config["text_cfg"].update(width=args.text[0], layers=args.text[1], heads=args.text[2])
@@ -61,7 +66,7 @@ model = backbones.create("lincir-world-study", None)
 if args.projection_scale is not None:
     with torch.no_grad():
         model.model.text_projection.mul_(args.projection_scale)
-pairs, images, tokens = world_pairs(Path("data/world"), model, "train")
+pairs, images, tokens = world_pairs(args.world, model, "train")
 
 draw = None
 if args.groups:
@@ -89,14 +94,15 @@ if args.groups:
 negatives = None
 if args.negatives:
     negatives = hard_negatives(pairs["captions"].to_list(), args.negatives, model.tokenizer, training["seed"])
-losses = train_clip(model.model, images, tokens, steps=steps, batch_size=training["batch_size"], lr=lr,
+losses = train_clip(model.model, images, tokens, steps=steps, batch_size=batch_size, lr=lr,
                     weight_decay=training["weight_decay"], seed=training["seed"], tokenizer=model.tokenizer, draw=draw,
                     start_at_equilibrium=args.projection_scale is None,
                     negatives=negatives)
 seconds = time.time() - t0
-metrics, image_features, text_features = heldout(model, Path("data/world"))
+metrics, image_features, text_features = heldout(model, args.world)
 noise, _ = noise_geometry(image_features, text_features, NOISE, 1.0, 0)
 record = {"name": args.name, **{k: v for k, v in vars(args).items() if k not in ("name", "out")}, "steps": steps, "lr": lr,
+          "batch_size": batch_size, "world": str(args.world),
           **metrics, "znorm": text_features.norm(dim=-1).mean().item(), "logit_scale": model.model.logit_scale.exp().item(),
           "closed": {k: (round(v["gap_closed"], 4), round(v["norm_ratio"], 3)) for k, v in noise["noise"].items()},
           "final_loss": float(np.mean(losses[-20:])), "train_seconds": seconds, "threads": 1}

@@ -25,7 +25,7 @@ from pipeline.model.text_encoder import encode, text_tower
 class WorldTraining:
     """params.yaml `backbone.world_training`: the CLIP training of the world backbone."""
 
-    steps: int = 900
+    steps: int = 1350
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.2
@@ -102,6 +102,8 @@ def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tenso
             w.mul_(equilibrium_norm(lr, weight_decay, w.numel()) / w.norm())
     gen = np.random.default_rng(seed)
     model.train()
+    # oneDNN's convolutions and batch norms run about 1.45x faster a step in channels-last layout on this CPU
+    model.to(memory_format=torch.channels_last)
     named = list(model.named_parameters())
     opt = torch.optim.AdamW([{"params": [p for n, p in named if decayed(n, p)], "weight_decay": weight_decay},
                              {"params": [p for n, p in named if not decayed(n, p)], "weight_decay": 0.0}], lr=lr)
@@ -115,7 +117,8 @@ def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tenso
     for _ in bar:
         idx = torch.from_numpy(draw(gen, batch_size) if draw else gen.choice(len(images), size=batch_size, replace=False))
         pick = torch.from_numpy(gen.integers(tokens.shape[1], size=batch_size))
-        image_features = F.normalize(model.encode_image(images[idx]), dim=-1)
+        batch = images[idx].contiguous(memory_format=torch.channels_last)
+        image_features = F.normalize(model.encode_image(batch), dim=-1)
         # the batch cut after its longest caption: exact (causal mask), most of the text tower's FLOPs saved
         if negatives is None:
             text_features = F.normalize(encode(tower, tokens[idx, pick]), dim=-1)
@@ -131,6 +134,7 @@ def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tenso
             model.logit_scale.clamp_(0, math.log(100))
         losses.append(loss.item())
         bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.to(memory_format=torch.contiguous_format)
     model.eval()
     return losses
 

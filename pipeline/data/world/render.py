@@ -11,7 +11,7 @@ from pipeline.data.world.attributes import BACKGROUNDS, COLOURS, Thing
 
 SUPERSAMPLE = 4  # draw large, then downsample: smooth edges at 64 px
 X_CENTRE = {"left": 0.25, "center": 0.5, "right": 0.75}
-RADIUS = {"small": 0.11, "large": 0.21}  # fraction of the image side
+RADIUS = {"small": 0.15, "large": 0.23}  # fraction of the image side (docs/world_backbone.md: object size)
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
