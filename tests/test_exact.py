@@ -30,10 +30,10 @@ DIGESTS = {
     "causal_attention": "1f37426d1acc0e0a",
     "gelu": "cf92529a6218f21c",
     "sum_reduction": "c3a278ce79f3be3d",
-    "clip_training_3_steps": "54aac4dd2237abc7",
-    "image_latents": "b175e8deff4bb502",
-    "text_latents": "028a8671ee4d3b80",
-    "faiss_search": "4955b0f8241ba8d5",
+    "clip_training_3_steps": "ac8f02f9268bfbf9",
+    "image_latents": "29f52cdcca053fbd",
+    "text_latents": "29ed5f5f88be5fae",
+    "faiss_search": "7b4d397c025d0f48",
 }
 
 PROBE = r"""
