@@ -184,6 +184,28 @@ def test_clip_training_draws_its_batches_from_the_draw_hook():
     assert not train(None)
 
 
+def test_clip_training_runs_channels_last_and_hands_back_the_standard_layout():
+    """train_clip computes in channels-last layout (faster convolutions) but returns every weight in torch's
+    standard layout, so the checkpoint and every later stage see ordinary tensors; the loss it computes in
+    that layout is the standard layout's up to float rounding."""
+    from pipeline.model.contrastive import train_clip
+
+    def trained(channels_last: bool):
+        torch.manual_seed(0)
+        backbone = backbones.create("lincir-world", None)
+        images = torch.rand(32, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        tokens = torch.randint(1, 49000, (32, 2, 32), generator=torch.Generator().manual_seed(0))
+        losses = train_clip(backbone.model, images, tokens, steps=1, batch_size=16, lr=1e-3, weight_decay=0.1,
+                            seed=0, tokenizer=backbone.tokenizer, channels_last=channels_last)
+        return backbone.model, losses[0]
+
+    model, loss = trained(True)
+    convs = [p for p in model.parameters() if p.ndim == 4]
+    assert convs and all(p.is_contiguous() for p in convs)
+    _, standard = trained(False)
+    assert abs(loss - standard) < 1e-5 * abs(standard)
+
+
 def test_adamw_holds_a_weight_seen_only_up_to_scale_at_the_equilibrium_norm():
     """equilibrium_norm, the world's text_projection start, on a toy: a weight the loss sees only normalised,
     random gradients, AdamW from 5x too large and from 5x too small; both settle at sqrt(lr·n / 2wd)."""

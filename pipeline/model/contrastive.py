@@ -85,12 +85,14 @@ def hard_negatives(captions: list[list[str]], fields: list[str], tokenizer, seed
 
 def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, *, steps: int, batch_size: int,
                lr: float, weight_decay: float, seed: int, tokenizer, draw=None,
-               start_at_equilibrium: bool = True, negatives: torch.Tensor | None = None) -> list[float]:
+               start_at_equilibrium: bool = True, negatives: torch.Tensor | None = None,
+               channels_last: bool = True) -> list[float]:
     """images [N, 3, H, W] preprocessed; tokens [N, K, C]: K captions of each image, one drawn per step.
     `draw(gen, batch_size)` gives a batch's image indices (default: CLIP's uniform draw).
     `start_at_equilibrium`: text_projection starts at its equilibrium_norm instead of open_clip's draw.
     `negatives` [N, K, C]: a hard negative of each caption (all zeros: none), added to the captions each
-    image is told apart from (NegCLIP's loss)."""
+    image is told apart from (NegCLIP's loss). `channels_last`: compute in that layout (the weights come back
+    in torch's standard one either way)."""
     torch.manual_seed(seed)
     if start_at_equilibrium and weight_decay > 0:
         # CLIP's loss sees the caption latent z_c only normalised, so only the start and weight decay set its
@@ -103,7 +105,8 @@ def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tenso
     gen = np.random.default_rng(seed)
     model.train()
     # oneDNN's convolutions and batch norms run about 1.45x faster a step in channels-last layout on this CPU
-    model.to(memory_format=torch.channels_last)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
     named = list(model.named_parameters())
     opt = torch.optim.AdamW([{"params": [p for n, p in named if decayed(n, p)], "weight_decay": weight_decay},
                              {"params": [p for n, p in named if not decayed(n, p)], "weight_decay": 0.0}], lr=lr)
@@ -117,7 +120,7 @@ def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tenso
     for _ in bar:
         idx = torch.from_numpy(draw(gen, batch_size) if draw else gen.choice(len(images), size=batch_size, replace=False))
         pick = torch.from_numpy(gen.integers(tokens.shape[1], size=batch_size))
-        batch = images[idx].contiguous(memory_format=torch.channels_last)
+        batch = images[idx].contiguous(memory_format=layout)
         image_features = F.normalize(model.encode_image(batch), dim=-1)
         # the batch cut after its longest caption: exact (causal mask), most of the text tower's FLOPs saved
         if negatives is None:
