@@ -104,7 +104,8 @@ def train_clip(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tenso
             w.mul_(equilibrium_norm(lr, weight_decay, w.numel()) / w.norm())
     gen = np.random.default_rng(seed)
     model.train()
-    # oneDNN's convolutions and batch norms run about 1.45x faster a step in channels-last layout on this CPU
+    # oneDNN's convolutions and batch norms: the image tower's pass 1.4x faster in channels-last layout
+    # (BENCHMARKS.md, the development machine's CPU)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=layout)
     named = list(model.named_parameters())
