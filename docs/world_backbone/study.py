@@ -4,7 +4,7 @@ to OUT. Every option defaults to the committed default (lincir-world.json, param
 
   python docs/world_backbone/study.py NAME OUT [--steps N] [--temperature T] [--text W L H]
       [--projection-scale C] [--lr LR] [--groups FIELD G FRACTION] [--negatives FIELD ...]
-      [--batch-size B] [--world FOLDER]
+      [--batch-size B] [--world FOLDER] [--latents FILE]
 
 --text W L H: the text tower's width, layers and heads; --projection-scale: text_projection drawn at
 C x open_clip's std (without it, it starts at AdamW's equilibrium norm, as the stage's does);
@@ -47,6 +47,7 @@ p.add_argument("--groups", nargs=3, metavar=("FIELD", "G", "FRACTION"))
 p.add_argument("--negatives", nargs="+", metavar="FIELD", help="a hard negative caption each, one of these fields swapped")
 p.add_argument("--batch-size", type=int)
 p.add_argument("--world", type=Path, default=Path("data/world"), help="a world folder (the world stage's out)")
+p.add_argument("--latents", type=Path, help="also save the held-out image and caption latents here (torch.save)")
 args = p.parse_args()
 
 training = yaml.safe_load(open("params.yaml"))["backbone"]["world_training"]
@@ -100,8 +101,10 @@ losses = train_clip(model.model, images, tokens, steps=steps, batch_size=batch_s
                     negatives=negatives)
 seconds = time.time() - t0
 metrics, image_features, text_features = heldout(model, args.world)
+if args.latents:
+    torch.save({"image": image_features, "caption": text_features}, args.latents)
 noise, _ = noise_geometry(image_features, text_features, NOISE, 1.0, 0)
-record = {"name": args.name, **{k: v for k, v in vars(args).items() if k not in ("name", "out")}, "steps": steps, "lr": lr,
+record = {"name": args.name, **{k: v for k, v in vars(args).items() if k not in ("name", "out", "latents")}, "steps": steps, "lr": lr,
           "batch_size": batch_size, "world": str(args.world),
           **metrics, "znorm": text_features.norm(dim=-1).mean().item(), "logit_scale": model.model.logit_scale.exp().item(),
           "closed": {k: (round(v["gap_closed"], 4), round(v["norm_ratio"], 3)) for k, v in noise["noise"].items()},
