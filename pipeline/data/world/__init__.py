@@ -29,7 +29,7 @@ write_annotation = partial(write_json, indent=1, newline=False)  # the benchmark
 class WorldConfig:
     seed: int = 0
     image_size: int = 64
-    train_images: int = 4000
+    train_images: int = 16000
     heldout_images: int = 500
     gallery_images: int = 1500
     corpus_captions: int = 30000
