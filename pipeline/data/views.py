@@ -50,32 +50,33 @@ def split_preprocess(preprocess) -> tuple[list[int], Compose]:
 
 
 class _Views(Dataset):
-    """All `views` crops of one image a row: the image is decoded once, not once a view."""
+    """Crop k is view k % views of image k // views; an image is decoded once for its consecutive views."""
 
     def __init__(self, paths: list[Path], views: int, scale, seed: int, preprocess):
         self.paths, self.views, self.scale, self.seed = paths, views, tuple(scale), seed
         self.size, self.tail = split_preprocess(preprocess)
+        self._row, self._image = None, None
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.paths) * self.views
 
-    def __getitem__(self, row: int) -> torch.Tensor:
-        image = to_rgb(open_image(ImageSource(self.paths[row])))
-        return torch.stack([self.tail(TF.resized_crop(image, *crop_box(image, self.scale, self.seed, row, view),
-                                                      self.size, interpolation=InterpolationMode.BICUBIC))
-                            for view in range(self.views)])
+    def __getitem__(self, k: int) -> torch.Tensor:
+        row, view = divmod(k, self.views)
+        if row != self._row:
+            self._row, self._image = row, to_rgb(open_image(ImageSource(self.paths[row])))
+        box = crop_box(self._image, self.scale, self.seed, row, view)
+        return self.tail(TF.resized_crop(self._image, *box, self.size, interpolation=InterpolationMode.BICUBIC))
 
 
 @torch.no_grad()
 def embed_views(model: torch.nn.Module, preprocess, paths: list[Path], *, views: int, scale, seed: int,
                 batch_size: int, num_workers: int, device: str) -> np.ndarray:
-    """[images, views, d] float32 unnormalised latents of `views` (>= 1) random resized crops of each image,
-    about `batch_size` crops a forward pass (whole images' views)."""
-    loader = DataLoader(_Views(paths, views, scale, seed, preprocess), batch_size=max(1, batch_size // views),
+    """[images, views, d] float32 unnormalised latents of `views` (>= 1) random resized crops of each image."""
+    loader = DataLoader(_Views(paths, views, scale, seed, preprocess), batch_size=batch_size,
                         num_workers=num_workers, pin_memory=device == "cuda")
     dtype = torch.float16 if device == "cuda" else torch.float32
     out = []
     for images in tqdm(loader, desc=f"embedding {views} augmented views an image", unit="batch"):
         with torch.autocast(device, dtype=dtype, enabled=device == "cuda"):
-            out.append(model.encode_image(images.flatten(0, 1).to(device)).float().cpu())
+            out.append(model.encode_image(images.to(device)).float().cpu())
     return torch.cat(out).numpy().reshape(len(paths), views, -1)
