@@ -1,10 +1,11 @@
 """A world for the backbone study (docs/world_backbone.md): the world stage's generator with params.yaml's
 `world` section, some of it overridden, and optionally clutter whose colour captions may name.
 
-  python docs/world_backbone/world_variant.py OUT [--train-images N] [--mention-clutter P]
-      [--clutter-colours P]
+  python docs/world_backbone/world_variant.py OUT [--train-images N] [--mismatched-captions P]
+      [--mention-clutter P] [--clutter-colours P]
 
---mention-clutter: how often a caption mentions the clutter (captions.py MENTION, 0.3 in the default
+--mismatched-captions: the share of training images whose captions belong to another image (0.1 in
+the default world); --mention-clutter: how often a caption mentions the clutter (captions.py MENTION, 0.3 in the default
 world); --clutter-colours: each clutter item gets an object colour of its own draw, and a caption that
 mentions the clutter names one item with its colour this often ("next to a red ring").
 """
@@ -23,6 +24,7 @@ from pipeline.data.world.attributes import CLUTTER, COLOURS, MAX_CLUTTER  # noqa
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("out", type=Path)
 p.add_argument("--train-images", type=int)
+p.add_argument("--mismatched-captions", type=float)
 p.add_argument("--mention-clutter", type=float)
 p.add_argument("--clutter-colours", type=float)
 args = p.parse_args()
@@ -63,4 +65,6 @@ if args.clutter_colours is not None:
 params = yaml.safe_load(open("params.yaml"))["world"]
 if args.train_images:
     params["train_images"] = args.train_images
+if args.mismatched_captions is not None:
+    params["mismatched_captions"] = args.mismatched_captions
 print(world.generate(world.WorldConfig(**params), args.out))
