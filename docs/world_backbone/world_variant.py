@@ -2,11 +2,12 @@
 `world` section, some of it overridden, and optionally clutter whose colour captions may name.
 
   python docs/world_backbone/world_variant.py OUT [--train-images N] [--mismatched-captions P]
-      [--mention-clutter P] [--clutter-colours P]
+      [--mention-clutter P] [--clutter-colours P] [--mention FIELD=P ...]
 
 --mismatched-captions: the share of training images whose captions belong to another image (0.1 in
 the default world); --mention-clutter: how often a caption mentions the clutter (captions.py MENTION, 0.3 in the default
-world); --clutter-colours: each clutter item gets an object colour of its own draw, and a caption that
+world); --mention: how often a caption names each given attribute (captions.py MENTION, e.g. colour=0.6);
+--clutter-colours: each clutter item gets an object colour of its own draw, and a caption that
 mentions the clutter names one item with its colour this often ("next to a red ring").
 """
 import argparse
@@ -27,7 +28,14 @@ p.add_argument("--train-images", type=int)
 p.add_argument("--mismatched-captions", type=float)
 p.add_argument("--mention-clutter", type=float)
 p.add_argument("--clutter-colours", type=float)
+p.add_argument("--mention", nargs="+", default=[], metavar="FIELD=P")
 args = p.parse_args()
+
+for item in args.mention:
+    field, share = item.split("=")
+    if field not in captions.MENTION:
+        p.error(f"--mention {item}: {field!r} is none of {sorted(captions.MENTION)}")
+    captions.MENTION[field] = float(share)
 
 if args.mention_clutter is not None:
     captions.MENTION["clutter"] = args.mention_clutter
