@@ -32,10 +32,13 @@ p.add_argument("--mention", nargs="+", default=[], metavar="FIELD=P")
 args = p.parse_args()
 
 for item in args.mention:
-    field, share = item.split("=")
+    field, _, share = item.partition("=")
     if field not in captions.MENTION:
         p.error(f"--mention {item}: {field!r} is none of {sorted(captions.MENTION)}")
-    captions.MENTION[field] = float(share)
+    try:
+        captions.MENTION[field] = float(share)
+    except ValueError:
+        p.error(f"--mention {item}: give FIELD=P with P a share between 0 and 1")
 
 if args.mention_clutter is not None:
     captions.MENTION["clutter"] = args.mention_clutter
