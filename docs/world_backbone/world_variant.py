@@ -31,17 +31,19 @@ p.add_argument("--clutter-colours", type=float)
 p.add_argument("--mention", nargs="+", default=[], metavar="FIELD=P")
 args = p.parse_args()
 
+if args.mention_clutter is not None:  # the older spelling of --mention clutter=P
+    args.mention.append(f"clutter={args.mention_clutter}")
 for item in args.mention:
     field, _, share = item.partition("=")
     if field not in captions.MENTION:
         p.error(f"--mention {item}: {field!r} is none of {sorted(captions.MENTION)}")
     try:
-        captions.MENTION[field] = float(share)
+        value = float(share)
     except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
         p.error(f"--mention {item}: give FIELD=P with P a share between 0 and 1")
-
-if args.mention_clutter is not None:
-    captions.MENTION["clutter"] = args.mention_clutter
+    captions.MENTION[field] = value
 if args.clutter_colours is not None:
     plain_clutter_drawing = render._clutter
 
